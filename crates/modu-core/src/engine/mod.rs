@@ -1,0 +1,1 @@
+//! The generation engine: KV cache, sampler, generation loop, perplexity.

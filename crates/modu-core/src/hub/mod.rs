@@ -1,0 +1,1 @@
+//! Hugging Face hub access: model references, the standard cache layout, resumable downloads.

@@ -1,0 +1,1 @@
+//! Tokenizers read from model metadata, and a streaming detokenizer.
