@@ -1,1 +1,69 @@
-fn main() {}
+//! `modu`: run, chat with, inspect and benchmark language models on your own machine.
+
+mod commands;
+mod options;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "modu", version, about = "Run EXAONE and other open models on your own machine", long_about = None)]
+struct Cli {
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Complete a prompt and stream the text to stdout.
+    #[command(after_help = "Examples:\n  modu run -m gemma-3-270m-q4_k_m.gguf \"The capital of France is\"\n  modu run -m LGAI-EXAONE/EXAONE-4.0-1.2B-GGUF:Q4_K_M --temp 0 -n 64 \"대한민국의 수도는\"")]
+    Run(commands::generate::RunArgs),
+    /// Chat interactively, using the model's own chat template.
+    #[command(after_help = "Examples:\n  modu chat -m model.gguf --system \"Answer in one sentence.\"\n\nIn the chat: /clear forgets the conversation, /exit (or Ctrl-D) quits, Ctrl-C stops an answer.")]
+    Chat(commands::generate::ChatArgs),
+    /// Print the token ids of a text.
+    #[command(after_help = "Example:\n  modu tokenize -m model.gguf \"안녕하세요\"")]
+    Tokenize(commands::inspect::TokenizeArgs),
+    /// Write the logits of every position of a full prefill to a safetensors file.
+    #[command(after_help = "Examples:\n  modu logits -m model.gguf --text \"Hello\" --out logits.safetensors\n  modu logits -m model.gguf --ids 2,818,3823 --out logits.safetensors")]
+    Logits(commands::inspect::LogitsArgs),
+    /// Perplexity of a text file, with llama.cpp's method.
+    #[command(after_help = "Example:\n  modu perplexity -m model.gguf -f wiki.txt --ctx 512")]
+    Perplexity(commands::perplexity::PerplexityArgs),
+    /// Prompt-processing and generation speed, shaped like llama-bench.
+    #[command(after_help = "Example:\n  modu bench -m model.gguf -p 512 -n 128 -t 2 -r 3")]
+    Bench(commands::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MODU_LOG").unwrap_or_else(|_| level.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run(a) => commands::generate::run(a),
+        Command::Chat(a) => commands::generate::chat(a),
+        Command::Tokenize(a) => commands::inspect::tokenize(a),
+        Command::Logits(a) => commands::inspect::logits(a),
+        Command::Perplexity(a) => commands::perplexity::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,12 +1,15 @@
-//! modu's engine: model formats, model architectures, tokenizers, generation and hub access.
+//! modu's engine: model formats, model architectures, tokenizers, chat templates, generation and
+//! hub access.
 //!
 //! Requests flow one way: the CLI or server asks the engine, the engine drives a model. Models know
 //! nothing of text; the engine knows nothing of HTTP.
 
+pub mod chat;
 pub mod engine;
 pub mod error;
 pub mod formats;
 pub mod hub;
+pub mod loader;
 pub mod models;
 pub mod tokenizer;
 

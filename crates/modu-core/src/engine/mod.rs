@@ -1,1 +1,9 @@
 //! The generation engine: KV cache, sampler, generation loop, perplexity.
+
+pub mod generate;
+pub mod kv_cache;
+pub mod perplexity;
+pub mod sampler;
+
+pub use generate::{FinishReason, GenerateParams, Generation, Session};
+pub use sampler::{Sampler, SamplingParams};

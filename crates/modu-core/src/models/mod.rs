@@ -1,1 +1,117 @@
-//! Model architectures, one file each.
+//! Model architectures, one file each, in the shape Config -> Attention -> Mlp -> DecoderLayer ->
+//! Model. Every model implements [`CausalLm`]; [`load_gguf`] picks the file by
+//! `general.architecture`.
+
+pub mod decoder;
+pub mod exaone;
+pub mod exaone4;
+pub mod gemma3;
+pub mod layers;
+pub mod llama;
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::formats::gguf::GgufFile;
+
+/// What callers need to know about a loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub n_layers: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    /// K and V bytes added per token across all layers (f32 cache).
+    pub kv_bytes_per_token: usize,
+}
+
+/// Which logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// [n_tokens, vocab]: every position (perplexity, reference comparisons).
+    All,
+    /// [1, vocab]: the last position only (generation).
+    Last,
+    /// [n_tokens - start, vocab]: positions start.. of this call (perplexity scores the second half).
+    From(usize),
+}
+
+/// A decoder-only language model with its own KV cache.
+pub trait CausalLm: Send {
+    /// Runs `ids` at positions `offset..offset + ids.len()`. The cache must hold exactly `offset`
+    /// positions; call [`CausalLm::truncate`] first to rewind.
+    fn forward(&mut self, ids: &[u32], offset: usize, logits: Logits) -> Result<Tensor>;
+    /// Keeps the first `len` cached positions.
+    fn truncate(&mut self, len: usize);
+    fn cached_len(&self) -> usize;
+    fn info(&self) -> &ModelInfo;
+    fn device(&self) -> &Device;
+}
+
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["gemma3", "llama", "qwen3", "exaone", "exaone4"];
+
+/// Builds the model a GGUF file describes.
+pub fn load_gguf(gguf: &GgufFile, device: &Device) -> Result<Box<dyn CausalLm>> {
+    let arch = gguf
+        .architecture()
+        .map_err(|_| Error::Metadata("missing general.architecture".into()))?;
+    Ok(match arch.as_str() {
+        "gemma3" => Box::new(gemma3::from_gguf(gguf, device)?),
+        "llama" | "qwen3" => Box::new(llama::from_gguf(gguf, device)?),
+        "exaone" => Box::new(exaone::from_gguf(gguf, device)?),
+        "exaone4" => Box::new(exaone4::from_gguf(gguf, device)?),
+        other => return Err(Error::UnknownArchitecture(other.to_string())),
+    })
+}
+
+/// Reads `{arch}.{key}` as a size, with a bound so corrupt metadata cannot ask for huge buffers.
+pub(crate) fn meta_usize(gguf: &GgufFile, arch: &str, key: &str, max: usize) -> Result<usize> {
+    let full = format!("{arch}.{key}");
+    let v = gguf.get_usize(&full)?;
+    check_range(&full, v, max)
+}
+
+pub(crate) fn meta_usize_or(gguf: &GgufFile, arch: &str, key: &str, default: usize, max: usize) -> Result<usize> {
+    let full = format!("{arch}.{key}");
+    match gguf.get_usize_opt(&full)? {
+        Some(v) => check_range(&full, v, max),
+        None => Ok(default),
+    }
+}
+
+fn check_range(key: &str, v: usize, max: usize) -> Result<usize> {
+    if v == 0 || v > max {
+        return Err(Error::Metadata(format!("{key} = {v} is out of range (1..={max})")));
+    }
+    Ok(v)
+}
+
+pub(crate) fn meta_f32_or(gguf: &GgufFile, arch: &str, key: &str, default: f32) -> Result<f32> {
+    let full = format!("{arch}.{key}");
+    let v = gguf.get_f32_opt(&full)?.unwrap_or(default);
+    if !v.is_finite() || v <= 0.0 {
+        return Err(Error::Metadata(format!("{full} = {v} must be a positive number")));
+    }
+    Ok(v)
+}
+
+/// Vocabulary size: the token list's length, as llama.cpp takes it.
+pub(crate) fn vocab_size(gguf: &GgufFile) -> Result<usize> {
+    let n = gguf
+        .get_array("tokenizer.ggml.tokens")?
+        .map(|a| a.len())
+        .or(gguf.tensor_dims("token_embd.weight").map(|d| d[0]))
+        .ok_or_else(|| Error::Metadata("no tokenizer.ggml.tokens and no token_embd.weight".into()))?;
+    check_range("vocabulary size", n, 1 << 24)
+}
+
+/// Upper bounds on shapes read from files.
+pub(crate) mod limits {
+    pub const LAYERS: usize = 1024;
+    pub const HIDDEN: usize = 1 << 16;
+    pub const FFN: usize = 1 << 18;
+    pub const HEADS: usize = 1024;
+    pub const HEAD_DIM: usize = 1024;
+    pub const CONTEXT: usize = 1 << 24;
+}

@@ -1,0 +1,163 @@
+//! `modu bench`: prompt processing (pp) and generation (tg) speed with llama-bench's method:
+//! pp runs P tokens as one prefill from an empty cache; tg decodes N tokens one at a time from an
+//! empty cache; each after one warm-up, repeated R times, reported as mean ± sd of tokens/s.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use modu_core::models::{CausalLm, Logits};
+
+use crate::options::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt tokens for the pp test (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Generated tokens for the tg test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub reps: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Stats {
+    samples: Vec<f64>,
+}
+
+impl Stats {
+    fn mean(&self) -> f64 {
+        self.samples.iter().sum::<f64>() / self.samples.len().max(1) as f64
+    }
+    fn sd(&self) -> f64 {
+        let n = self.samples.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let m = self.mean();
+        (self.samples.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    }
+    fn json(&self, n_tokens: usize) -> serde_json::Value {
+        serde_json::json!({"n_tokens": n_tokens, "mean_tps": self.mean(), "sd_tps": self.sd(), "samples_tps": self.samples})
+    }
+}
+
+/// Deterministic pseudo-random token ids, so every run measures the same work.
+fn bench_tokens(n: usize, vocab: usize) -> Vec<u32> {
+    let mut x: u64 = 0x9E3779B97F4A7C15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn time_pp(model: &mut dyn CausalLm, ids: &[u32]) -> Result<f64> {
+    model.truncate(0);
+    let t = Instant::now();
+    let out = model.forward(ids, 0, Logits::Last)?;
+    let _ = out.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(ids.len() as f64 / t.elapsed().as_secs_f64())
+}
+
+fn time_tg(model: &mut dyn CausalLm, ids: &[u32]) -> Result<f64> {
+    model.truncate(0);
+    let t = Instant::now();
+    for (pos, &id) in ids.iter().enumerate() {
+        let out = model.forward(&[id], pos, Logits::Last)?;
+        let _ = out.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    }
+    Ok(ids.len() as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Peak resident memory of this process (VmHWM), where the OS reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    anyhow::ensure!(args.reps >= 1, "--repetitions must be at least 1");
+    let mut loaded = args.model.load()?;
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let info = loaded.model.info().clone();
+    anyhow::ensure!(
+        args.n_prompt <= info.context_length && args.n_gen <= info.context_length,
+        "test sizes exceed the context length {}",
+        info.context_length
+    );
+    let gguf = modu_core::formats::gguf::GgufFile::open(&loaded.path)?;
+    let params: u64 = gguf.content.tensor_infos.values().map(|t| t.shape.elem_count() as u64).sum();
+    let file_type = gguf.get_usize_opt("general.file_type").ok().flatten();
+    let model = loaded.model.as_mut();
+
+    let mut pp = None;
+    if args.n_prompt > 0 {
+        let ids = bench_tokens(args.n_prompt, info.vocab_size);
+        time_pp(model, &ids)?; // warm-up
+        let samples = (0..args.reps).map(|_| time_pp(model, &ids)).collect::<Result<Vec<_>>>()?;
+        pp = Some(Stats { samples });
+    }
+    let mut tg = None;
+    if args.n_gen > 0 {
+        let ids = bench_tokens(args.n_gen, info.vocab_size);
+        time_tg(model, &ids[..1])?; // warm-up
+        let samples = (0..args.reps).map(|_| time_tg(model, &ids)).collect::<Result<Vec<_>>>()?;
+        tg = Some(Stats { samples });
+    }
+    model.truncate(0);
+    let rss = peak_rss_bytes();
+    let name = loaded.path.file_name().and_then(|n| n.to_str()).unwrap_or("model").to_string();
+
+    if args.json {
+        let v = serde_json::json!({
+            "model": name,
+            "architecture": info.architecture,
+            "file_bytes": loaded.file_bytes,
+            "params": params,
+            "threads": threads,
+            "pp": pp.as_ref().map(|s| s.json(args.n_prompt)),
+            "tg": tg.as_ref().map(|s| s.json(args.n_gen)),
+            "peak_rss_bytes": rss,
+            "kv_bytes_per_token": info.kv_bytes_per_token,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    let size = format!("{:.2} MiB", loaded.file_bytes as f64 / (1u64 << 20) as f64);
+    let params_s = format!("{:.2} M", params as f64 / 1e6);
+    let label = format!("{} ftype {}", info.architecture, file_type.map(|t| t.to_string()).unwrap_or_else(|| "?".into()));
+    println!("| model | size | params | backend | threads | test | t/s |");
+    println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+    for (test, s) in [(format!("pp{}", args.n_prompt), &pp), (format!("tg{}", args.n_gen), &tg)] {
+        if let Some(s) = s {
+            println!(
+                "| {label} | {size} | {params_s} | {} | {threads} | {test} | {:.2} ± {:.2} |",
+                args.model.device.to_uppercase(),
+                s.mean(),
+                s.sd()
+            );
+        }
+    }
+    println!();
+    if let Some(rss) = rss {
+        println!("peak RSS: {:.1} MiB (file {:.1} MiB)", rss as f64 / (1u64 << 20) as f64, loaded.file_bytes as f64 / (1u64 << 20) as f64);
+    }
+    println!("KV cache: {} bytes per token ({} layers)", info.kv_bytes_per_token, info.n_layers);
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! EXAONE 4.0 and the EXAONE 4.5 text tower (GGUF arch `exaone4`), spec §2.2.
+//!
+//! The three traps of the spec (§0), each marked where it is handled:
+//! 1. NoPE on global layers of a hybrid model; RoPE on every layer when there is no window.
+//! 2. Post-norm: no input norm; RMSNorm on the attention and MLP outputs before the residual add.
+//! 3. Layer types from the per-layer pattern, never from the layer count; NextN/MTP layers counted
+//!    in `block_count` are excluded.
+
+use candle_core::{Device, Tensor};
+use candle_core::quantized::gguf_file::Value;
+
+use super::layers::{self, attention, attention_mask, split_heads, GgufWeights, Linear, RmsNorm, Rope, RopeStyle};
+use super::decoder::{Decoder, Layer};
+use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
+use crate::engine::kv_cache::KvCache;
+use crate::error::{Error, Result};
+use crate::formats::gguf::GgufFile;
+
+const ARCH: &str = "exaone4";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    /// Decoder layers that run, MTP layers excluded.
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_eps: f64,
+    pub rope_theta: f32,
+    pub rope_freq_divisors: Option<Vec<f32>>,
+    pub sliding_window: Option<usize>,
+    /// One entry per layer: true = sliding-window attention.
+    pub sliding_layers: Vec<bool>,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+impl Config {
+    pub fn from_gguf(g: &GgufFile, device: &Device) -> Result<Self> {
+        let hidden_size = meta_usize(g, ARCH, "embedding_length", limits::HIDDEN)?;
+        let n_heads = meta_usize(g, ARCH, "attention.head_count", limits::HEADS)?;
+        let n_kv_heads = meta_usize_or(g, ARCH, "attention.head_count_kv", n_heads, n_heads)?;
+        if n_heads % n_kv_heads != 0 {
+            return Err(Error::Metadata(format!("{n_heads} heads are not a multiple of {n_kv_heads} KV heads")));
+        }
+        let head_dim = meta_usize_or(g, ARCH, "attention.key_length", hidden_size / n_heads, limits::HEAD_DIM)?;
+        let block_count = meta_usize(g, ARCH, "block_count", limits::LAYERS)?;
+        // Trap 3: NextN layers sit at the end of block_count and never run here.
+        let nextn = g.get_usize_opt(&format!("{ARCH}.nextn_predict_layers"))?.unwrap_or(0);
+        if nextn >= block_count {
+            return Err(Error::Metadata(format!("nextn_predict_layers {nextn} >= block_count {block_count}")));
+        }
+        let n_layers = block_count - nextn;
+        let sliding_window = g.get_usize_opt(&format!("{ARCH}.attention.sliding_window"))?.filter(|w| *w > 0);
+        let sliding_layers = match (sliding_window, g.get_array(&format!("{ARCH}.attention.sliding_window_pattern"))?) {
+            (None, _) => vec![false; n_layers],
+            (Some(_), Some(pattern)) => {
+                if pattern.len() < n_layers {
+                    return Err(Error::Metadata(format!(
+                        "sliding_window_pattern has {} entries for {n_layers} layers",
+                        pattern.len()
+                    )));
+                }
+                pattern[..n_layers]
+                    .iter()
+                    .map(|v| match v {
+                        Value::Bool(b) => Ok(*b),
+                        _ => Err(Error::Metadata("sliding_window_pattern must be an array of bool".into())),
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+            // A window without a pattern: the published hybrid layout, three sliding to one global.
+            (Some(_), None) => (0..n_layers).map(|i| (i + 1) % 4 != 0).collect(),
+        };
+        let rope_freq_divisors = if g.has_tensor("rope_freqs.weight") {
+            Some(GgufWeights::new(g, device).vector("rope_freqs.weight", head_dim / 2)?.to_vec1::<f32>()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            hidden_size,
+            intermediate_size: meta_usize(g, ARCH, "feed_forward_length", limits::FFN)?,
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rms_eps: meta_f32_or(g, ARCH, "attention.layer_norm_rms_epsilon", 1e-5)? as f64,
+            rope_theta: meta_f32_or(g, ARCH, "rope.freq_base", 1_000_000.0)?,
+            rope_freq_divisors,
+            sliding_window,
+            sliding_layers,
+            context_length: meta_usize_or(g, ARCH, "context_length", 65536, limits::CONTEXT)?,
+            vocab_size: super::vocab_size(g)?,
+        })
+    }
+
+    /// Trap 1: RoPE if no window is configured at all, or on sliding layers only.
+    pub fn uses_rope(&self, layer: usize) -> bool {
+        self.sliding_window.is_none() || self.sliding_layers[layer]
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    /// None on global layers of a hybrid model (NoPE).
+    rope: Option<Rope>,
+    window: Option<usize>,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    cache: KvCache,
+}
+
+impl Attention {
+    fn new(cfg: &Config, w: &GgufWeights, p: &str, layer: usize) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let rope = if cfg.uses_rope(layer) {
+            Some(Rope::new(hd, cfg.rope_theta, cfg.rope_freq_divisors.as_deref(), RopeStyle::Neox, w.device)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            q: w.linear(&format!("{p}.attn_q.weight"), cfg.n_heads * hd, h)?,
+            k: w.linear(&format!("{p}.attn_k.weight"), cfg.n_kv_heads * hd, h)?,
+            v: w.linear(&format!("{p}.attn_v.weight"), cfg.n_kv_heads * hd, h)?,
+            o: w.linear(&format!("{p}.attn_output.weight"), h, cfg.n_heads * hd)?,
+            q_norm: w.rms_norm(&format!("{p}.attn_q_norm.weight"), hd, cfg.rms_eps)?,
+            k_norm: w.rms_norm(&format!("{p}.attn_k_norm.weight"), hd, cfg.rms_eps)?,
+            rope,
+            window: if cfg.sliding_layers[layer] { cfg.sliding_window } else { None },
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: hd,
+            cache: KvCache::new(),
+        })
+    }
+
+    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let q = split_heads(&self.q.forward(x)?, self.n_heads, self.head_dim)?;
+        let k = split_heads(&self.k.forward(x)?, self.n_kv_heads, self.head_dim)?;
+        let v = split_heads(&self.v.forward(x)?, self.n_kv_heads, self.head_dim)?;
+        // QK-norm happens before RoPE.
+        let mut q = self.q_norm.forward(&q)?;
+        let mut k = self.k_norm.forward(&k)?;
+        if let Some(rope) = &self.rope {
+            q = rope.apply(&q, offset)?;
+            k = rope.apply(&k, offset)?;
+        }
+        let (k, v) = self.cache.append(&k, &v)?;
+        let mask = attention_mask(q.dim(2)?, offset, k.dim(2)?, self.window, q.device())?;
+        let out = attention(&q, &k, &v, mask.as_ref(), 1.0 / (self.head_dim as f64).sqrt())?;
+        self.o.forward(&out)
+    }
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &Config, w: &GgufWeights, p: &str) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate: w.linear(&format!("{p}.ffn_gate.weight"), i, h)?,
+            up: w.linear(&format!("{p}.ffn_up.weight"), i, h)?,
+            down: w.linear(&format!("{p}.ffn_down.weight"), h, i)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = layers::silu(&self.gate.forward(x)?)?;
+        self.down.forward(&(g * self.up.forward(x)?)?)
+    }
+}
+
+pub struct DecoderLayer {
+    attn: Attention,
+    post_attn_norm: RmsNorm,
+    mlp: Mlp,
+    post_ffn_norm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &Config, w: &GgufWeights, layer: usize) -> Result<Self> {
+        let p = format!("blk.{layer}");
+        let h = cfg.hidden_size;
+        Ok(Self {
+            attn: Attention::new(cfg, w, &p, layer)?,
+            post_attn_norm: w.rms_norm(&format!("{p}.post_attention_norm.weight"), h, cfg.rms_eps)?,
+            mlp: Mlp::new(cfg, w, &p)?,
+            post_ffn_norm: w.rms_norm(&format!("{p}.post_ffw_norm.weight"), h, cfg.rms_eps)?,
+        })
+    }
+}
+
+impl Layer for DecoderLayer {
+    /// Trap 2: post-norm. The raw residual stream feeds attention and MLP.
+    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let x = (x + self.post_attn_norm.forward(&self.attn.forward(x, offset)?)?)?;
+        Ok((&x + self.post_ffn_norm.forward(&self.mlp.forward(&x)?)?)?)
+    }
+
+    fn cache(&self) -> &KvCache {
+        &self.attn.cache
+    }
+
+    fn cache_mut(&mut self) -> &mut KvCache {
+        &mut self.attn.cache
+    }
+}
+
+pub type Model = Decoder<DecoderLayer>;
+
+pub fn from_gguf(g: &GgufFile, device: &Device) -> Result<Model> {
+    let cfg = Config::from_gguf(g, device)?;
+    let w = GgufWeights::new(g, device);
+    let layers = (0..cfg.n_layers)
+        .map(|i| DecoderLayer::new(&cfg, &w, i))
+        .collect::<Result<Vec<_>>>()?;
+    let info = ModelInfo {
+        architecture: ARCH.into(),
+        n_layers: cfg.n_layers,
+        hidden_size: cfg.hidden_size,
+        vocab_size: cfg.vocab_size,
+        context_length: cfg.context_length,
+        kv_bytes_per_token: cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * 4,
+    };
+    Decoder::new(&w, layers, cfg.rms_eps, None, info)
+}

@@ -1,0 +1,190 @@
+//! Gemma 3 (GGUF arch `gemma3`).
+//!
+//! Differences from Llama, each visible below: embeddings scaled by sqrt(hidden); RMSNorm both
+//! before and after attention and MLP ("sandwich" norms); per-head RMSNorm on Q and K; GELU-tanh
+//! MLP; five sliding-window layers (local RoPE base 10 000) to one global layer. GGUF norm weights
+//! already include Gemma's `1 + w` offset.
+
+use candle_core::{Device, Tensor};
+
+use super::layers::{self, attention, attention_mask, split_heads, GgufWeights, Linear, RmsNorm, Rope, RopeStyle};
+use super::decoder::{Decoder, Layer};
+use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
+use crate::engine::kv_cache::KvCache;
+use crate::error::Result;
+use crate::formats::gguf::GgufFile;
+
+const ARCH: &str = "gemma3";
+/// Every sixth layer is global; the others see a sliding window.
+const SLIDING_PATTERN: usize = 6;
+const LOCAL_ROPE_THETA: f32 = 10_000.0;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_eps: f64,
+    pub rope_theta: f32,
+    pub sliding_window: usize,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+impl Config {
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let hidden_size = meta_usize(g, ARCH, "embedding_length", limits::HIDDEN)?;
+        let n_heads = meta_usize(g, ARCH, "attention.head_count", limits::HEADS)?;
+        Ok(Self {
+            hidden_size,
+            intermediate_size: meta_usize(g, ARCH, "feed_forward_length", limits::FFN)?,
+            n_layers: meta_usize(g, ARCH, "block_count", limits::LAYERS)?,
+            n_heads,
+            n_kv_heads: meta_usize_or(g, ARCH, "attention.head_count_kv", n_heads, n_heads)?,
+            head_dim: meta_usize_or(g, ARCH, "attention.key_length", hidden_size / n_heads, limits::HEAD_DIM)?,
+            rms_eps: meta_f32_or(g, ARCH, "attention.layer_norm_rms_epsilon", 1e-6)? as f64,
+            rope_theta: meta_f32_or(g, ARCH, "rope.freq_base", 1_000_000.0)?,
+            sliding_window: meta_usize_or(g, ARCH, "attention.sliding_window", 4096, limits::CONTEXT)?,
+            context_length: meta_usize_or(g, ARCH, "context_length", 32768, limits::CONTEXT)?,
+            vocab_size: super::vocab_size(g)?,
+        })
+    }
+
+    fn is_sliding(&self, layer: usize) -> bool {
+        layer % SLIDING_PATTERN < SLIDING_PATTERN - 1
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    rope: Rope,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    window: Option<usize>,
+    cache: KvCache,
+}
+
+impl Attention {
+    fn new(cfg: &Config, w: &GgufWeights, p: &str, sliding: bool) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let theta = if sliding { LOCAL_ROPE_THETA } else { cfg.rope_theta };
+        Ok(Self {
+            q: w.linear(&format!("{p}.attn_q.weight"), cfg.n_heads * hd, h)?,
+            k: w.linear(&format!("{p}.attn_k.weight"), cfg.n_kv_heads * hd, h)?,
+            v: w.linear(&format!("{p}.attn_v.weight"), cfg.n_kv_heads * hd, h)?,
+            o: w.linear(&format!("{p}.attn_output.weight"), h, cfg.n_heads * hd)?,
+            q_norm: w.rms_norm(&format!("{p}.attn_q_norm.weight"), hd, cfg.rms_eps)?,
+            k_norm: w.rms_norm(&format!("{p}.attn_k_norm.weight"), hd, cfg.rms_eps)?,
+            rope: Rope::new(hd, theta, None, RopeStyle::Neox, w.device)?,
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: hd,
+            window: sliding.then_some(cfg.sliding_window),
+            cache: KvCache::new(),
+        })
+    }
+
+    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let q = split_heads(&self.q.forward(x)?, self.n_heads, self.head_dim)?;
+        let k = split_heads(&self.k.forward(x)?, self.n_kv_heads, self.head_dim)?;
+        let v = split_heads(&self.v.forward(x)?, self.n_kv_heads, self.head_dim)?;
+        // QK-norm before RoPE.
+        let q = self.rope.apply(&self.q_norm.forward(&q)?, offset)?;
+        let k = self.rope.apply(&self.k_norm.forward(&k)?, offset)?;
+        let (k, v) = self.cache.append(&k, &v)?;
+        let mask = attention_mask(q.dim(2)?, offset, k.dim(2)?, self.window, q.device())?;
+        let out = attention(&q, &k, &v, mask.as_ref(), 1.0 / (self.head_dim as f64).sqrt())?;
+        self.o.forward(&out)
+    }
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &Config, w: &GgufWeights, p: &str) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate: w.linear(&format!("{p}.ffn_gate.weight"), i, h)?,
+            up: w.linear(&format!("{p}.ffn_up.weight"), i, h)?,
+            down: w.linear(&format!("{p}.ffn_down.weight"), h, i)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = layers::gelu_tanh(&self.gate.forward(x)?)?;
+        self.down.forward(&(g * self.up.forward(x)?)?)
+    }
+}
+
+pub struct DecoderLayer {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    post_attn_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
+    post_ffn_norm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &Config, w: &GgufWeights, layer: usize) -> Result<Self> {
+        let p = format!("blk.{layer}");
+        let h = cfg.hidden_size;
+        Ok(Self {
+            attn_norm: w.rms_norm(&format!("{p}.attn_norm.weight"), h, cfg.rms_eps)?,
+            attn: Attention::new(cfg, w, &p, cfg.is_sliding(layer))?,
+            post_attn_norm: w.rms_norm(&format!("{p}.post_attention_norm.weight"), h, cfg.rms_eps)?,
+            ffn_norm: w.rms_norm(&format!("{p}.ffn_norm.weight"), h, cfg.rms_eps)?,
+            mlp: Mlp::new(cfg, w, &p)?,
+            post_ffn_norm: w.rms_norm(&format!("{p}.post_ffw_norm.weight"), h, cfg.rms_eps)?,
+        })
+    }
+}
+
+impl Layer for DecoderLayer {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let a = self.attn.forward(&self.attn_norm.forward(x)?, offset)?;
+        let x = (x + self.post_attn_norm.forward(&a)?)?;
+        let m = self.mlp.forward(&self.ffn_norm.forward(&x)?)?;
+        Ok((x + self.post_ffn_norm.forward(&m)?)?)
+    }
+
+    fn cache(&self) -> &KvCache {
+        &self.attn.cache
+    }
+
+    fn cache_mut(&mut self) -> &mut KvCache {
+        &mut self.attn.cache
+    }
+}
+
+pub type Model = Decoder<DecoderLayer>;
+
+pub fn from_gguf(g: &GgufFile, device: &Device) -> Result<Model> {
+    let cfg = Config::from_gguf(g)?;
+    let w = GgufWeights::new(g, device);
+    let layers = (0..cfg.n_layers)
+        .map(|i| DecoderLayer::new(&cfg, &w, i))
+        .collect::<Result<Vec<_>>>()?;
+    let info = ModelInfo {
+        architecture: ARCH.into(),
+        n_layers: cfg.n_layers,
+        hidden_size: cfg.hidden_size,
+        vocab_size: cfg.vocab_size,
+        context_length: cfg.context_length,
+        kv_bytes_per_token: cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * 4,
+    };
+    Decoder::new(&w, layers, cfg.rms_eps, Some((cfg.hidden_size as f64).sqrt()), info)
+}

@@ -1,0 +1,208 @@
+//! Llama-style pre-norm decoders (GGUF archs `llama`, `qwen3`; `exaone` reuses this file).
+//!
+//! `h += o(attn(rope(q(norm h)), rope(k(norm h)), v(norm h)))`; `h += down(silu(gate(norm h)) * up(norm h))`.
+//! Qwen3 adds per-head RMSNorm on Q and K before RoPE. GGUF llama weights were permuted by the
+//! converter for interleaved RoPE; qwen3 and exaone use NeoX RoPE.
+
+use candle_core::{Device, Tensor};
+
+use super::layers::{self, attention, attention_mask, split_heads, GgufWeights, Linear, RmsNorm, Rope, RopeStyle};
+use super::decoder::{Decoder, Layer};
+use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
+use crate::engine::kv_cache::KvCache;
+use crate::error::{Error, Result};
+use crate::formats::gguf::GgufFile;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub arch: String,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_eps: f64,
+    pub rope_theta: f32,
+    pub rope_style: RopeStyle,
+    /// llama3-style per-frequency divisors (GGUF `rope_freqs.weight`).
+    pub rope_freq_divisors: Option<Vec<f32>>,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+impl Config {
+    /// Reads `{arch}.*` keys; `rope_style` is the architecture's convention.
+    pub fn from_gguf(g: &GgufFile, arch: &str, rope_style: RopeStyle, device: &Device) -> Result<Self> {
+        let hidden_size = meta_usize(g, arch, "embedding_length", limits::HIDDEN)?;
+        let n_heads = meta_usize(g, arch, "attention.head_count", limits::HEADS)?;
+        let n_kv_heads = meta_usize_or(g, arch, "attention.head_count_kv", n_heads, n_heads)?;
+        if n_heads % n_kv_heads != 0 {
+            return Err(Error::Metadata(format!(
+                "{arch}: {n_heads} attention heads are not a multiple of {n_kv_heads} KV heads"
+            )));
+        }
+        let head_dim = meta_usize_or(g, arch, "attention.key_length", hidden_size / n_heads, limits::HEAD_DIM)?;
+        if head_dim % 2 != 0 {
+            return Err(Error::Metadata(format!("{arch}: head_dim {head_dim} is odd")));
+        }
+        let rope_freq_divisors = if g.has_tensor("rope_freqs.weight") {
+            let t = GgufWeights::new(g, device).vector("rope_freqs.weight", head_dim / 2)?;
+            Some(t.to_vec1::<f32>()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            arch: arch.to_string(),
+            hidden_size,
+            intermediate_size: meta_usize(g, arch, "feed_forward_length", limits::FFN)?,
+            n_layers: meta_usize(g, arch, "block_count", limits::LAYERS)?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rms_eps: meta_f32_or(g, arch, "attention.layer_norm_rms_epsilon", 1e-5)? as f64,
+            rope_theta: meta_f32_or(g, arch, "rope.freq_base", 10_000.0)?,
+            rope_style,
+            rope_freq_divisors,
+            context_length: meta_usize_or(g, arch, "context_length", 4096, limits::CONTEXT)?,
+            vocab_size: super::vocab_size(g)?,
+        })
+    }
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    /// Qwen3 only.
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
+    rope: Rope,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    cache: KvCache,
+}
+
+impl Attention {
+    fn new(cfg: &Config, w: &GgufWeights, p: &str) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let qk_norm = if w.has(&format!("{p}.attn_q_norm.weight")) {
+            Some((
+                w.rms_norm(&format!("{p}.attn_q_norm.weight"), hd, cfg.rms_eps)?,
+                w.rms_norm(&format!("{p}.attn_k_norm.weight"), hd, cfg.rms_eps)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            q: w.linear(&format!("{p}.attn_q.weight"), cfg.n_heads * hd, h)?,
+            k: w.linear(&format!("{p}.attn_k.weight"), cfg.n_kv_heads * hd, h)?,
+            v: w.linear(&format!("{p}.attn_v.weight"), cfg.n_kv_heads * hd, h)?,
+            o: w.linear(&format!("{p}.attn_output.weight"), h, cfg.n_heads * hd)?,
+            qk_norm,
+            rope: Rope::new(hd, cfg.rope_theta, cfg.rope_freq_divisors.as_deref(), cfg.rope_style, w.device)?,
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: hd,
+            cache: KvCache::new(),
+        })
+    }
+
+    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let mut q = split_heads(&self.q.forward(x)?, self.n_heads, self.head_dim)?;
+        let mut k = split_heads(&self.k.forward(x)?, self.n_kv_heads, self.head_dim)?;
+        let v = split_heads(&self.v.forward(x)?, self.n_kv_heads, self.head_dim)?;
+        if let Some((qn, kn)) = &self.qk_norm {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let q = self.rope.apply(&q, offset)?;
+        let k = self.rope.apply(&k, offset)?;
+        let (k, v) = self.cache.append(&k, &v)?;
+        let mask = attention_mask(q.dim(2)?, offset, k.dim(2)?, None, q.device())?;
+        let out = attention(&q, &k, &v, mask.as_ref(), 1.0 / (self.head_dim as f64).sqrt())?;
+        self.o.forward(&out)
+    }
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    fn new(cfg: &Config, w: &GgufWeights, p: &str) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate: w.linear(&format!("{p}.ffn_gate.weight"), i, h)?,
+            up: w.linear(&format!("{p}.ffn_up.weight"), i, h)?,
+            down: w.linear(&format!("{p}.ffn_down.weight"), h, i)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = layers::silu(&self.gate.forward(x)?)?;
+        self.down.forward(&(g * self.up.forward(x)?)?)
+    }
+}
+
+pub struct DecoderLayer {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &Config, w: &GgufWeights, layer: usize) -> Result<Self> {
+        let p = format!("blk.{layer}");
+        Ok(Self {
+            attn_norm: w.rms_norm(&format!("{p}.attn_norm.weight"), cfg.hidden_size, cfg.rms_eps)?,
+            attn: Attention::new(cfg, w, &p)?,
+            ffn_norm: w.rms_norm(&format!("{p}.ffn_norm.weight"), cfg.hidden_size, cfg.rms_eps)?,
+            mlp: Mlp::new(cfg, w, &p)?,
+        })
+    }
+}
+
+impl Layer for DecoderLayer {
+    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.attn_norm.forward(x)?, offset)?)?;
+        Ok((&x + self.mlp.forward(&self.ffn_norm.forward(&x)?)?)?)
+    }
+
+    fn cache(&self) -> &KvCache {
+        &self.attn.cache
+    }
+
+    fn cache_mut(&mut self) -> &mut KvCache {
+        &mut self.attn.cache
+    }
+}
+
+pub type Model = Decoder<DecoderLayer>;
+
+pub fn from_gguf(g: &GgufFile, device: &Device) -> Result<Model> {
+    let arch = g.architecture()?;
+    let style = if arch == "llama" { RopeStyle::Interleaved } else { RopeStyle::Neox };
+    let cfg = Config::from_gguf(g, &arch, style, device)?;
+    new(&cfg, g, device)
+}
+
+pub fn new(cfg: &Config, g: &GgufFile, device: &Device) -> Result<Model> {
+    let w = GgufWeights::new(g, device);
+    let layers = (0..cfg.n_layers)
+        .map(|i| DecoderLayer::new(cfg, &w, i))
+        .collect::<Result<Vec<_>>>()?;
+    let info = ModelInfo {
+        architecture: cfg.arch.clone(),
+        n_layers: cfg.n_layers,
+        hidden_size: cfg.hidden_size,
+        vocab_size: cfg.vocab_size,
+        context_length: cfg.context_length,
+        kv_bytes_per_token: cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * 4,
+    };
+    Decoder::new(&w, layers, cfg.rms_eps, None, info)
+}
