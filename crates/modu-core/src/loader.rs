@@ -7,6 +7,7 @@ use candle_core::Device;
 use crate::chat::{builtin, ChatTemplate};
 use crate::error::Result;
 use crate::formats::{self, gguf::GgufFile};
+use crate::models::layers::LoadOptions;
 use crate::models::{self, CausalLm};
 use crate::tokenizer::Tokenizer;
 
@@ -30,6 +31,10 @@ impl LoadedModel {
 
 /// Loads a GGUF model (a file, or a directory holding one) onto `device`.
 pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
+    load_with(path, device, LoadOptions::default())
+}
+
+pub fn load_with(path: &Path, device: &Device, opts: LoadOptions) -> Result<LoadedModel> {
     let path = formats::find_gguf(path)?;
     let gguf = GgufFile::open(&path)?;
     let architecture = gguf.architecture().map_err(|_| crate::Error::Metadata("missing general.architecture".into()))?;
@@ -37,7 +42,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
         return Err(crate::Error::UnknownArchitecture(architecture));
     }
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
-    let model = models::load_gguf(&gguf, device)?;
+    let model = models::load_gguf(&gguf, device, opts)?;
     let chat_template_source = tokenizer
         .chat_template()
         .map(str::to_string)

@@ -80,10 +80,12 @@ fn perplexity_within_one_percent_of_llama_cpp() {
 }
 
 // Catches a KV cache that diverges from a full prefill: decoding one token at a time must give
-// the same logits as running the whole sequence at once.
+// the same logits as running the whole sequence at once. Exact arithmetic (f32 weights and
+// cache): with quantized activations Gemma's large hidden states turn float-order noise into
+// visible logit changes, which would hide a real cache bug.
 #[test]
 fn incremental_decode_equals_full_prefill() {
-    let mut m = load();
+    let mut m = loader::load_with(&gemma_path(), &Device::Cpu, modu_core::models::layers::LoadOptions::exact()).unwrap();
     let ids = m.tokenizer.encode("The quick brown fox jumps over the lazy dog. 안녕하세요", true, false).unwrap();
     let full = m.model.forward(&ids, 0, modu_core::models::Logits::All).unwrap();
     m.model.truncate(0);
@@ -94,6 +96,5 @@ fn incremental_decode_equals_full_prefill() {
     }
     let inc = candle_core::Tensor::cat(&rows, 0).unwrap();
     let diff = (full - inc).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-    // Quantized matmuls quantize activations per row, so batch shape can move logits slightly.
-    assert!(diff < 2e-2, "max |full - incremental| = {diff}");
+    assert!(diff < 1e-3, "max |full - incremental| = {diff}");
 }

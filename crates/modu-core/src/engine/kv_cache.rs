@@ -1,21 +1,27 @@
 //! Per-layer key/value cache with amortised growth.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::error::Result;
 
 /// Keys and values of one attention layer, [1, n_kv, len, head_dim] each, grown by doubling so
-/// decoding does not copy the whole cache per token.
-#[derive(Debug, Clone, Default)]
+/// decoding does not copy the whole cache per token. Stored in `dtype` (f16 by default, as
+/// llama.cpp does: half the memory, and the same rounding as the reference engine).
+#[derive(Debug, Clone)]
 pub struct KvCache {
     k: Option<Tensor>,
     v: Option<Tensor>,
     len: usize,
+    dtype: DType,
 }
 
 impl KvCache {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(dtype: DType) -> Self {
+        Self { k: None, v: None, len: 0, dtype }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     pub fn len(&self) -> usize {
@@ -46,8 +52,10 @@ impl KvCache {
             .sum()
     }
 
-    /// Appends new keys and values and returns views of the whole cache.
+    /// Appends new keys and values and returns the whole cache in f32.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let k = &k.to_dtype(self.dtype)?;
+        let v = &v.to_dtype(self.dtype)?;
         let n = k.dim(2)?;
         let needed = self.len + n;
         let cap = self.k.as_ref().map(|t| t.dim(2)).transpose()?.unwrap_or(0);
@@ -74,7 +82,8 @@ impl KvCache {
         kc.slice_set(&k.contiguous()?, 2, self.len)?;
         vc.slice_set(&v.contiguous()?, 2, self.len)?;
         self.len = needed;
-        Ok((kc.narrow(2, 0, self.len)?, vc.narrow(2, 0, self.len)?))
+        let view = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(2, 0, self.len)?.to_dtype(DType::F32)?) };
+        Ok((view(kc)?, view(vc)?))
     }
 }
 
@@ -87,7 +96,7 @@ mod tests {
     #[test]
     fn append_grow_truncate_keeps_rows() -> Result<()> {
         let dev = Device::Cpu;
-        let mut c = KvCache::new();
+        let mut c = KvCache::new(DType::F32);
         let mut all = Vec::new();
         for step in 0..70 {
             let n = if step == 0 { 5 } else { 1 };
@@ -102,7 +111,7 @@ mod tests {
         }
         c.truncate(3);
         all.truncate(3);
-        let (kk, _) = c.append(&Tensor::full(99f32, (1, 2, 1, 4), &dev)?, &Tensor::zeros((1, 2, 1, 4), candle_core::DType::F32, &dev)?)?;
+        let (kk, _) = c.append(&Tensor::full(99f32, (1, 2, 1, 4), &dev)?, &Tensor::zeros((1, 2, 1, 4), DType::F32, &dev)?)?;
         all.push(99.0);
         assert_eq!(kk.i((0, 0, .., 0))?.to_vec1::<f32>()?, all);
         Ok(())

@@ -32,7 +32,7 @@ impl<L: Layer> Decoder<L> {
         let lm_head = if w.has("output.weight") {
             w.linear("output.weight", info.vocab_size, info.hidden_size)?
         } else {
-            embed.as_linear()?
+            embed.as_linear(w)?
         };
         Ok(Self {
             embed,

@@ -4,18 +4,54 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
 
+use crate::engine::kv_cache::KvCache;
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
+
+/// How weights and caches are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Dequantize every weight to f32: exact reference arithmetic for tests, at 4-8x the memory.
+    pub dequantize: bool,
+    /// KV cache element type: F16 as llama.cpp, F32 for exact comparisons.
+    pub kv_dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { dequantize: false, kv_dtype: DType::F16 }
+    }
+}
+
+impl LoadOptions {
+    /// f32 weights and f32 cache.
+    pub fn exact() -> Self {
+        Self { dequantize: true, kv_dtype: DType::F32 }
+    }
+
+    pub fn kv_cache(&self) -> KvCache {
+        KvCache::new(self.kv_dtype)
+    }
+}
 
 /// Loads GGUF tensors by name and checks their shapes against what the config implies.
 pub struct GgufWeights<'a> {
     pub gguf: &'a GgufFile,
     pub device: &'a Device,
+    pub opts: LoadOptions,
 }
 
 impl<'a> GgufWeights<'a> {
-    pub fn new(gguf: &'a GgufFile, device: &'a Device) -> Self {
-        Self { gguf, device }
+    pub fn new(gguf: &'a GgufFile, device: &'a Device, opts: LoadOptions) -> Self {
+        Self { gguf, device, opts }
+    }
+
+    fn matmul(&self, q: std::sync::Arc<candle_core::quantized::QTensor>) -> Result<QMatMul> {
+        Ok(if self.opts.dequantize {
+            QMatMul::Tensor(q.dequantize(self.device)?)
+        } else {
+            QMatMul::from_arc(q)?
+        })
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -40,8 +76,8 @@ impl<'a> GgufWeights<'a> {
     /// A weight matrix [out, in] kept quantized.
     pub fn linear(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
         self.check_shape(name, &[out_dim, in_dim])?;
-        let q = self.gguf.tensor(name, self.device)?;
-        Ok(Linear { w: QMatMul::from_qtensor(q)?, out_dim })
+        let q = std::sync::Arc::new(self.gguf.tensor(name, self.device)?);
+        Ok(Linear { w: self.matmul(q)?, out_dim })
     }
 
     /// A vector dequantized to f32.
@@ -99,9 +135,9 @@ impl Embedding {
     }
 
     /// The same weights as an output projection (tied embeddings).
-    pub fn as_linear(&self) -> Result<Linear> {
+    pub fn as_linear(&self, w: &GgufWeights) -> Result<Linear> {
         let vocab = self.table.shape().dims()[0];
-        Ok(Linear { w: QMatMul::from_arc(self.table.clone())?, out_dim: vocab })
+        Ok(Linear { w: w.matmul(self.table.clone())?, out_dim: vocab })
     }
 }
 
@@ -211,7 +247,10 @@ pub fn attention_mask(q_len: usize, offset: usize, kv_len: usize, window: Option
 
 /// Scaled dot-product attention with grouped KV heads, without copying K/V per query head.
 /// q: [1, n_head, q_len, hd]; k, v: [1, n_kv, kv_len, hd]; returns [1, q_len, n_head * hd].
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+/// `kv_dtype` is the cache's element type: Q is rounded to it, as llama.cpp's dot product with an
+/// f16 cache does. Gemma's activations are large enough that this rounding decides near-ties.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64, kv_dtype: DType) -> Result<Tensor> {
+    let q = &if kv_dtype == DType::F32 { q.clone() } else { q.to_dtype(kv_dtype)?.to_dtype(DType::F32)? };
     let (b, n_head, q_len, hd) = q.dims4()?;
     let n_kv = k.dim(1)?;
     let kv_len = k.dim(2)?;
@@ -258,6 +297,3 @@ pub fn last_position(x: &Tensor) -> Result<Tensor> {
     Ok(x.narrow(1, seq - 1, 1)?)
 }
 
-pub fn f32_tensor(x: &Tensor) -> Result<Tensor> {
-    Ok(if x.dtype() == DType::F32 { x.clone() } else { x.to_dtype(DType::F32)? })
-}

@@ -6,7 +6,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::layers::{self, attention, attention_mask, split_heads, GgufWeights, Linear, RmsNorm, Rope, RopeStyle};
+use super::layers::{self, attention, attention_mask, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
@@ -47,7 +47,7 @@ impl Config {
             return Err(Error::Metadata(format!("{arch}: head_dim {head_dim} is odd")));
         }
         let rope_freq_divisors = if g.has_tensor("rope_freqs.weight") {
-            let t = GgufWeights::new(g, device).vector("rope_freqs.weight", head_dim / 2)?;
+            let t = GgufWeights::new(g, device, LoadOptions::default()).vector("rope_freqs.weight", head_dim / 2)?;
             Some(t.to_vec1::<f32>()?)
         } else {
             None
@@ -105,7 +105,7 @@ impl Attention {
             n_heads: cfg.n_heads,
             n_kv_heads: cfg.n_kv_heads,
             head_dim: hd,
-            cache: KvCache::new(),
+            cache: w.opts.kv_cache(),
         })
     }
 
@@ -121,7 +121,7 @@ impl Attention {
         let k = self.rope.apply(&k, offset)?;
         let (k, v) = self.cache.append(&k, &v)?;
         let mask = attention_mask(q.dim(2)?, offset, k.dim(2)?, None, q.device())?;
-        let out = attention(&q, &k, &v, mask.as_ref(), 1.0 / (self.head_dim as f64).sqrt())?;
+        let out = attention(&q, &k, &v, mask.as_ref(), 1.0 / (self.head_dim as f64).sqrt(), self.cache.dtype())?;
         self.o.forward(&out)
     }
 }
@@ -184,15 +184,15 @@ impl Layer for DecoderLayer {
 
 pub type Model = Decoder<DecoderLayer>;
 
-pub fn from_gguf(g: &GgufFile, device: &Device) -> Result<Model> {
+pub fn from_gguf(g: &GgufFile, device: &Device, opts: LoadOptions) -> Result<Model> {
     let arch = g.architecture()?;
     let style = if arch == "llama" { RopeStyle::Interleaved } else { RopeStyle::Neox };
     let cfg = Config::from_gguf(g, &arch, style, device)?;
-    new(&cfg, g, device)
+    new(&cfg, g, device, opts)
 }
 
-pub fn new(cfg: &Config, g: &GgufFile, device: &Device) -> Result<Model> {
-    let w = GgufWeights::new(g, device);
+pub fn new(cfg: &Config, g: &GgufFile, device: &Device, opts: LoadOptions) -> Result<Model> {
+    let w = GgufWeights::new(g, device, opts);
     let layers = (0..cfg.n_layers)
         .map(|i| DecoderLayer::new(cfg, &w, i))
         .collect::<Result<Vec<_>>>()?;
@@ -202,7 +202,7 @@ pub fn new(cfg: &Config, g: &GgufFile, device: &Device) -> Result<Model> {
         hidden_size: cfg.hidden_size,
         vocab_size: cfg.vocab_size,
         context_length: cfg.context_length,
-        kv_bytes_per_token: cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * 4,
+        kv_bytes_per_token: cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * opts.kv_dtype.size_in_bytes(),
     };
     Decoder::new(&w, layers, cfg.rms_eps, None, info)
 }

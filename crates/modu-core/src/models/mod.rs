@@ -22,7 +22,7 @@ pub struct ModelInfo {
     pub hidden_size: usize,
     pub vocab_size: usize,
     pub context_length: usize,
-    /// K and V bytes added per token across all layers (f32 cache).
+    /// K and V bytes added per token across all layers.
     pub kv_bytes_per_token: usize,
 }
 
@@ -52,15 +52,15 @@ pub trait CausalLm: Send {
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["gemma3", "llama", "qwen3", "exaone", "exaone4"];
 
 /// Builds the model a GGUF file describes.
-pub fn load_gguf(gguf: &GgufFile, device: &Device) -> Result<Box<dyn CausalLm>> {
+pub fn load_gguf(gguf: &GgufFile, device: &Device, opts: layers::LoadOptions) -> Result<Box<dyn CausalLm>> {
     let arch = gguf
         .architecture()
         .map_err(|_| Error::Metadata("missing general.architecture".into()))?;
     Ok(match arch.as_str() {
-        "gemma3" => Box::new(gemma3::from_gguf(gguf, device)?),
-        "llama" | "qwen3" => Box::new(llama::from_gguf(gguf, device)?),
-        "exaone" => Box::new(exaone::from_gguf(gguf, device)?),
-        "exaone4" => Box::new(exaone4::from_gguf(gguf, device)?),
+        "gemma3" => Box::new(gemma3::from_gguf(gguf, device, opts)?),
+        "llama" | "qwen3" => Box::new(llama::from_gguf(gguf, device, opts)?),
+        "exaone" => Box::new(exaone::from_gguf(gguf, device, opts)?),
+        "exaone4" => Box::new(exaone4::from_gguf(gguf, device, opts)?),
         other => return Err(Error::UnknownArchitecture(other.to_string())),
     })
 }
