@@ -502,8 +502,7 @@ impl GgufFile {
         self.content.tensor_infos.get(name).map(|t| t.shape.dims())
     }
 
-    /// Decodes one tensor from the mapped file. Bounds were checked at open.
-    pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
+    fn raw(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
         let info = self
             .content
             .tensor_infos
@@ -512,7 +511,23 @@ impl GgufFile {
         let elems = info.shape.elem_count();
         let nbytes = elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
         let start = (self.content.tensor_data_offset + info.offset) as usize;
-        let raw = &self.map[start..start + nbytes];
+        // In bounds: parse() checked every tensor's span against the file.
+        Ok((info, &self.map[start..start + nbytes]))
+    }
+
+    /// Decodes one tensor from the mapped file.
+    pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
+        let (info, raw) = self.raw(name)?;
+        Ok(ggml_file::qtensor_from_ggml(info.ggml_dtype, raw, info.shape.dims().to_vec(), device)?)
+    }
+
+    /// Like [`GgufFile::tensor`], but Q4_0 and Q5_0 come back losslessly re-encoded as Q8_0,
+    /// which has fast matmul kernels.
+    pub fn tensor_for_matmul(&self, name: &str, device: &Device) -> Result<QTensor> {
+        let (info, raw) = self.raw(name)?;
+        if super::requant::converts(info.ggml_dtype) {
+            return super::requant::to_q8_0(info.ggml_dtype, raw, info.shape.dims(), device);
+        }
         Ok(ggml_file::qtensor_from_ggml(info.ggml_dtype, raw, info.shape.dims().to_vec(), device)?)
     }
 

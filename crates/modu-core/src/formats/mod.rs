@@ -1,6 +1,7 @@
 //! Model file formats.
 
 pub mod gguf;
+pub mod requant;
 
 use std::path::{Path, PathBuf};
 

@@ -76,7 +76,7 @@ impl<'a> GgufWeights<'a> {
     /// A weight matrix [out, in] kept quantized.
     pub fn linear(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
         self.check_shape(name, &[out_dim, in_dim])?;
-        let q = std::sync::Arc::new(self.gguf.tensor(name, self.device)?);
+        let q = std::sync::Arc::new(self.gguf.tensor_for_matmul(name, self.device)?);
         Ok(Linear { w: self.matmul(q)?, out_dim })
     }
 
