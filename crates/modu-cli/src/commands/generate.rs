@@ -22,6 +22,9 @@ pub struct RunArgs {
     /// Do not add the BOS token the model's metadata asks for.
     #[arg(long)]
     pub no_bos: bool,
+    /// Match special tokens written in the prompt (e.g. <start_of_turn>).
+    #[arg(long)]
+    pub special: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -35,7 +38,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty");
     let mut loaded = args.model.load()?;
-    let ids = loaded.tokenizer.encode(&prompt, !args.no_bos, false)?;
+    let ids = loaded.tokenizer.encode(&prompt, !args.no_bos, args.special)?;
     let params = args.sampling.params();
     let mut session = Session::new(loaded.model.as_mut());
     let mut out = std::io::stdout().lock();
@@ -123,8 +126,10 @@ pub fn chat(args: ChatArgs) -> Result<()> {
         }
         history.push(Message::new("user", line));
         let prompt = template.render(&history, &RenderOptions { add_generation_prompt: true, enable_thinking: false })?;
+        tracing::debug!("prompt: {prompt:?}");
         // The template writes BOS itself when the model wants one.
         let ids = tokenizer.encode(&prompt, false, true)?;
+        tracing::debug!("prompt ids: {ids:?}");
         interrupted.store(false, Ordering::SeqCst);
         let flag = interrupted.clone();
         let gen = session.generate(tokenizer, &ids, &params, &mut |text| {

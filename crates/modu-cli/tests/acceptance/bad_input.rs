@@ -146,3 +146,28 @@ fn unsupported_tensor_type() {
     bytes[at..at + 4].copy_from_slice(&16u32.to_le_bytes()); // IQ2_XXS
     assert_clean_failure(&run_file(&write(&d, "ttype.gguf", &bytes)), "tensor 'blk.0.attn_q.weight' has type IQ2_XXS");
 }
+
+// Catches the default model path failing obscurely offline: the message must say how to point
+// at a local file.
+#[test]
+fn offline_default_model_explains_what_to_do() {
+    let d = scratch("hf-home");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modu"))
+        .args(["run", "hello"])
+        .env("HF_HOME", &d)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HUGGINGFACE_HUB_CACHE")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "-m");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LGAI-EXAONE/EXAONE-4.0-1.2B-GGUF"));
+}
+
+// Catches a corrupt file that is not a model at all being reported as anything but that.
+#[test]
+fn not_a_gguf_file() {
+    let d = scratch("text");
+    let p = write(&d, "notes.gguf", b"just some text, not a model at all");
+    assert_clean_failure(&run_file(&p), "bad magic");
+}
