@@ -25,8 +25,8 @@ fn run_file(path: &Path) -> Output {
     modu_limited(&["run", "-m", path.to_str().unwrap(), "--temp", "0", "-n", "2", "hello"], LIMIT_KIB)
 }
 
-fn tiny_bytes(arch: &str) -> Vec<u8> {
-    let (kvs, ts) = tiny_llama(arch);
+fn tiny_bytes() -> Vec<u8> {
+    let (kvs, ts) = tiny_llama();
     build(&kvs, &ts)
 }
 
@@ -55,7 +55,7 @@ fn tensor_info_field(bytes: &[u8], name: &str, field: &str) -> usize {
 #[test]
 fn intact_tiny_model_runs() {
     let d = scratch("intact");
-    let p = write(&d, "tiny.gguf", &tiny_bytes("llama"));
+    let p = write(&d, "tiny.gguf", &tiny_bytes());
     let out = run_file(&p);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
 }
@@ -81,7 +81,7 @@ fn zero_byte_file() {
 #[test]
 fn truncated_files() {
     let d = scratch("truncated");
-    let bytes = tiny_bytes("llama");
+    let bytes = tiny_bytes();
     for pct in [10, 50, 99] {
         let cut = bytes.len() * pct / 100;
         let p = write(&d, &format!("cut{pct}.gguf"), &bytes[..cut]);
@@ -98,7 +98,7 @@ fn truncated_files() {
 #[test]
 fn bad_magic() {
     let d = scratch("magic");
-    let mut bytes = tiny_bytes("llama");
+    let mut bytes = tiny_bytes();
     bytes[..4].copy_from_slice(b"GGML");
     assert_clean_failure(&run_file(&write(&d, "magic.gguf", &bytes)), "bad magic");
 }
@@ -106,7 +106,7 @@ fn bad_magic() {
 #[test]
 fn tensor_data_past_eof() {
     let d = scratch("past-eof");
-    let mut bytes = tiny_bytes("llama");
+    let mut bytes = tiny_bytes();
     let at = tensor_info_field(&bytes, "blk.1.ffn_up.weight", "offset");
     bytes[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
     assert_clean_failure(&run_file(&write(&d, "eof.gguf", &bytes)), "'blk.1.ffn_up.weight'");
@@ -115,7 +115,7 @@ fn tensor_data_past_eof() {
 #[test]
 fn huge_tensor_count() {
     let d = scratch("n-tensors");
-    let mut bytes = tiny_bytes("llama");
+    let mut bytes = tiny_bytes();
     bytes[8..16].copy_from_slice(&(1u64 << 63).to_le_bytes());
     assert_clean_failure(&run_file(&write(&d, "count.gguf", &bytes)), "9223372036854775808 tensors");
 }
@@ -123,7 +123,7 @@ fn huge_tensor_count() {
 #[test]
 fn huge_string_length() {
     let d = scratch("strlen");
-    let mut bytes = tiny_bytes("llama");
+    let mut bytes = tiny_bytes();
     // The first metadata key's length prefix follows the 24-byte header.
     bytes[24..32].copy_from_slice(&(1u64 << 63).to_le_bytes());
     assert_clean_failure(&run_file(&write(&d, "strlen.gguf", &bytes)), "string length 9223372036854775808");
@@ -132,7 +132,7 @@ fn huge_string_length() {
 #[test]
 fn unknown_architecture() {
     let d = scratch("arch");
-    let (mut kvs, ts) = tiny_llama("llama");
+    let (mut kvs, ts) = tiny_llama();
     kvs[0].1 = V::Str("mamba9".into());
     let p = write(&d, "arch.gguf", &build(&kvs, &ts));
     assert_clean_failure(&run_file(&p), "unsupported model architecture 'mamba9'");
@@ -141,7 +141,7 @@ fn unknown_architecture() {
 #[test]
 fn unsupported_tensor_type() {
     let d = scratch("ttype");
-    let mut bytes = tiny_bytes("llama");
+    let mut bytes = tiny_bytes();
     let at = tensor_info_field(&bytes, "blk.0.attn_q.weight", "type");
     bytes[at..at + 4].copy_from_slice(&16u32.to_le_bytes()); // IQ2_XXS
     assert_clean_failure(&run_file(&write(&d, "ttype.gguf", &bytes)), "tensor 'blk.0.attn_q.weight' has type IQ2_XXS");

@@ -5,6 +5,7 @@
 mod bad_input;
 mod gemma;
 mod gguf_builder;
+mod tensor_types;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -52,7 +52,7 @@ impl KvCache {
             .sum()
     }
 
-    /// Appends new keys and values and returns the whole cache in f32.
+    /// Appends new keys and values and returns views of the whole cache, in the cache's dtype.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let k = &k.to_dtype(self.dtype)?;
         let v = &v.to_dtype(self.dtype)?;
@@ -82,8 +82,7 @@ impl KvCache {
         kc.slice_set(&k.contiguous()?, 2, self.len)?;
         vc.slice_set(&v.contiguous()?, 2, self.len)?;
         self.len = needed;
-        let view = |t: &Tensor| -> Result<Tensor> { Ok(t.narrow(2, 0, self.len)?.to_dtype(DType::F32)?) };
-        Ok((view(kc)?, view(vc)?))
+        Ok((kc.narrow(2, 0, self.len)?, vc.narrow(2, 0, self.len)?))
     }
 }
 

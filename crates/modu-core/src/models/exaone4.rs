@@ -9,7 +9,7 @@
 use candle_core::{Device, Tensor};
 use candle_core::quantized::gguf_file::Value;
 
-use super::layers::{self, attention, attention_mask, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
+use super::layers::{self, attention, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
@@ -154,8 +154,7 @@ impl Attention {
             k = rope.apply(&k, offset)?;
         }
         let (k, v) = self.cache.append(&k, &v)?;
-        let mask = attention_mask(q.dim(2)?, offset, k.dim(2)?, self.window, q.device())?;
-        let out = attention(&q, &k, &v, mask.as_ref(), 1.0 / (self.head_dim as f64).sqrt(), self.cache.dtype())?;
+        let out = attention(&q, &k, &v, offset, self.window, 1.0 / (self.head_dim as f64).sqrt())?;
         self.o.forward(&out)
     }
 }

@@ -7,7 +7,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::layers::{self, attention, attention_mask, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
+use super::layers::{self, attention, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
@@ -101,8 +101,7 @@ impl Attention {
         let q = self.rope.apply(&self.q_norm.forward(&q)?, offset)?;
         let k = self.rope.apply(&self.k_norm.forward(&k)?, offset)?;
         let (k, v) = self.cache.append(&k, &v)?;
-        let mask = attention_mask(q.dim(2)?, offset, k.dim(2)?, self.window, q.device())?;
-        let out = attention(&q, &k, &v, mask.as_ref(), 1.0 / (self.head_dim as f64).sqrt(), self.cache.dtype())?;
+        let out = attention(&q, &k, &v, offset, self.window, 1.0 / (self.head_dim as f64).sqrt())?;
         self.o.forward(&out)
     }
 }
@@ -111,6 +110,7 @@ struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
+    ggml_rounding: bool,
 }
 
 impl Mlp {
@@ -120,11 +120,12 @@ impl Mlp {
             gate: w.linear(&format!("{p}.ffn_gate.weight"), i, h)?,
             up: w.linear(&format!("{p}.ffn_up.weight"), i, h)?,
             down: w.linear(&format!("{p}.ffn_down.weight"), h, i)?,
+            ggml_rounding: w.opts.ggml_rounding,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = layers::gelu_tanh(&self.gate.forward(x)?)?;
+        let g = layers::gelu_tanh(&self.gate.forward(x)?, self.ggml_rounding)?;
         self.down.forward(&(g * self.up.forward(x)?)?)
     }
 }

@@ -3,30 +3,33 @@
 
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
+use half::f16;
 
 use crate::engine::kv_cache::KvCache;
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
 
-/// How weights and caches are held in memory.
+/// How weights and caches are held in memory, and how activations are rounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Dequantize every weight to f32: exact reference arithmetic for tests, at 4-8x the memory.
     pub dequantize: bool,
-    /// KV cache element type: F16 as llama.cpp, F32 for exact comparisons.
+    /// KV cache element type: F16 as llama.cpp (and its f16 attention arithmetic), F32 exact.
     pub kv_dtype: DType,
+    /// Round activations where ggml does (its f16 GELU table), so near-ties fall as in llama.cpp.
+    pub ggml_rounding: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dequantize: false, kv_dtype: DType::F16 }
+        Self { dequantize: false, kv_dtype: DType::F16, ggml_rounding: true }
     }
 }
 
 impl LoadOptions {
-    /// f32 weights and f32 cache.
+    /// f32 weights, f32 cache, no extra rounding: the arithmetic of a reference implementation.
     pub fn exact() -> Self {
-        Self { dequantize: true, kv_dtype: DType::F32 }
+        Self { dequantize: true, kv_dtype: DType::F32, ggml_rounding: false }
     }
 
     pub fn kv_cache(&self) -> KvCache {
@@ -245,25 +248,32 @@ pub fn attention_mask(q_len: usize, offset: usize, kv_len: usize, window: Option
     Ok(Some(Tensor::from_vec(m, (q_len, kv_len), device)?))
 }
 
-/// Scaled dot-product attention with grouped KV heads, without copying K/V per query head.
-/// q: [1, n_head, q_len, hd]; k, v: [1, n_kv, kv_len, hd]; returns [1, q_len, n_head * hd].
-/// `kv_dtype` is the cache's element type: Q is rounded to it, as llama.cpp's dot product with an
-/// f16 cache does. Gemma's activations are large enough that this rounding decides near-ties.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64, kv_dtype: DType) -> Result<Tensor> {
-    let q = &if kv_dtype == DType::F32 { q.clone() } else { q.to_dtype(kv_dtype)?.to_dtype(DType::F32)? };
+/// Scaled dot-product attention with grouped KV heads. q: [1, n_head, q_len, hd] in f32 for
+/// positions offset..; k, v: [1, n_kv, kv_len, hd] in the cache's dtype for positions 0..kv_len;
+/// returns [1, q_len, n_head * hd]. Causal, and limited to `window` keys when given.
+///
+/// With an f16 cache this follows llama.cpp's CPU flash-attention arithmetic (f16 query, online
+/// softmax, f16 output accumulator), so that both engines round alike: Gemma's activations are
+/// large enough that the rounding decides near-ties. With an f32 cache it is plain f32 math.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, window: Option<usize>, scale: f64) -> Result<Tensor> {
+    if k.dtype() == DType::F16 {
+        return attention_f16(q, k, v, offset, window, scale as f32);
+    }
     let (b, n_head, q_len, hd) = q.dims4()?;
     let n_kv = k.dim(1)?;
     let kv_len = k.dim(2)?;
     let n_rep = n_head / n_kv;
+    let k = k.to_dtype(DType::F32)?;
+    let v = v.to_dtype(DType::F32)?;
     // Group the query heads that share a KV head into one matrix.
     let q = q.reshape((b * n_kv, n_rep * q_len, hd))?;
     let k = k.reshape((b * n_kv, kv_len, hd))?;
     let v = v.reshape((b * n_kv, kv_len, hd))?;
     let att = (q.matmul(&k.t()?)? * scale)?;
-    let att = match mask {
+    let att = match attention_mask(q_len, offset, kv_len, window, q.device())? {
         Some(m) => {
             let att = att.reshape((b * n_kv, n_rep, q_len, kv_len))?;
-            att.broadcast_add(m)?.reshape((b * n_kv, n_rep * q_len, kv_len))?
+            att.broadcast_add(&m)?.reshape((b * n_kv, n_rep * q_len, kv_len))?
         }
         None => att,
     };
@@ -276,15 +286,92 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
     Ok(out)
 }
 
+/// ggml's f16 dot product on AVX2: four 8-lane f32 accumulators fed by fused multiply-adds,
+/// reduced pairwise, then horizontally.
+fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
+    let n32 = a.len() / 32 * 32;
+    let mut acc = [0f32; 32];
+    for i in (0..n32).step_by(32) {
+        for l in 0..32 {
+            acc[l] = a[i + l].to_f32().mul_add(b[i + l].to_f32(), acc[l]);
+        }
+    }
+    let mut x = [0f32; 8];
+    for l in 0..8 {
+        x[l] = (acc[l] + acc[16 + l]) + (acc[8 + l] + acc[24 + l]);
+    }
+    let t: [f32; 4] = [x[0] + x[4], x[1] + x[5], x[2] + x[6], x[3] + x[7]];
+    let mut sum = ((t[0] + t[1]) + (t[2] + t[3])) as f64;
+    for i in n32..a.len() {
+        sum += (a[i].to_f32() * b[i].to_f32()) as f64;
+    }
+    sum as f32
+}
+
+fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, window: Option<usize>, scale: f32) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let (_, n_head, q_len, hd) = q.dims4()?;
+    let n_kv = k.dim(1)?;
+    let kv_len = k.dim(2)?;
+    let n_rep = n_head / n_kv;
+    let qd: Vec<f16> = q.to_dtype(DType::F16)?.flatten_all()?.to_vec1()?;
+    let kd: Vec<f16> = k.contiguous()?.flatten_all()?.to_vec1()?;
+    let vd: Vec<f16> = v.contiguous()?.flatten_all()?.to_vec1()?;
+    let mut out = vec![0f32; q_len * n_head * hd];
+    // One output row [hd] per (position, head), laid out as [q_len, n_head, hd].
+    out.par_chunks_mut(hd).enumerate().for_each(|(row, dst)| {
+        let (i, h) = (row / n_head, row % n_head);
+        let pos = offset + i;
+        let kvh = h / n_rep;
+        let qrow = &qd[(h * q_len + i) * hd..][..hd];
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let last = pos.min(kv_len - 1);
+        let mut acc = vec![f16::ZERO; hd];
+        let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+        for key in first..=last {
+            let krow = &kd[(kvh * kv_len + key) * hd..][..hd];
+            let s = dot_f16(krow, qrow) * scale;
+            let (mut ms, mut vs) = (1f32, 1f32);
+            if s > m {
+                ms = (m - s).exp();
+                m = s;
+                acc.iter_mut().for_each(|a| *a = f16::from_f32(a.to_f32() * ms));
+            } else {
+                vs = (s - m).exp();
+            }
+            let vrow = &vd[(kvh * kv_len + key) * hd..][..hd];
+            for (a, &x) in acc.iter_mut().zip(vrow) {
+                *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
+            }
+            s_sum = s_sum * ms + vs;
+        }
+        let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+        for (d, a) in dst.iter_mut().zip(&acc) {
+            *d = a.to_f32() * inv;
+        }
+    });
+    Ok(Tensor::from_vec(out, (1, q_len, n_head * hd), q.device())?)
+}
+
 /// Splits [1, seq, heads*hd] into [1, heads, seq, hd].
 pub fn split_heads(x: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
     Ok(x.reshape((b, seq, heads, head_dim))?.transpose(1, 2)?.contiguous()?)
 }
 
-/// GELU with the tanh approximation (Gemma's `gelu_pytorch_tanh`).
-pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
-    Ok(x.gelu()?)
+/// GELU with the tanh approximation (Gemma's `gelu_pytorch_tanh`). With `ggml_rounding`, as
+/// ggml computes it: from a table indexed by the f16 input, holding f16 outputs, and exact
+/// outside (-10, 10).
+pub fn gelu_tanh(x: &Tensor, ggml_rounding: bool) -> Result<Tensor> {
+    if !ggml_rounding {
+        return Ok(x.gelu()?);
+    }
+    let x16 = x.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+    let table = x16.gelu()?.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+    let big = x.ge(10f64)?;
+    let small = x.le(-10f64)?;
+    let out = big.where_cond(x, &table)?;
+    Ok(small.where_cond(&x.zeros_like()?, &out)?)
 }
 
 pub fn silu(x: &Tensor) -> Result<Tensor> {
