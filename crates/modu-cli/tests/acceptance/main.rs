@@ -33,9 +33,9 @@ pub fn reference() -> serde_json::Value {
     serde_json::from_str(&s).expect("reference JSON")
 }
 
-/// A scratch directory unique to one test.
+/// A scratch directory unique to one test, under cargo's target directory, emptied first.
 pub fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("modu-test-{}-{name}", std::process::id()));
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("acceptance-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

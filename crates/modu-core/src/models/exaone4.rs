@@ -9,7 +9,7 @@
 use candle_core::{Device, Tensor};
 use candle_core::quantized::gguf_file::Value;
 
-use super::layers::{self, attention, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
+use super::layers::{attention, Activation, GatedMlp, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
@@ -159,32 +159,10 @@ impl Attention {
     }
 }
 
-struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
-impl Mlp {
-    fn new(cfg: &Config, w: &GgufWeights, p: &str) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(Self {
-            gate: w.linear(&format!("{p}.ffn_gate.weight"), i, h)?,
-            up: w.linear(&format!("{p}.ffn_up.weight"), i, h)?,
-            down: w.linear(&format!("{p}.ffn_down.weight"), h, i)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = layers::silu(&self.gate.forward(x)?)?;
-        self.down.forward(&(g * self.up.forward(x)?)?)
-    }
-}
-
 pub struct DecoderLayer {
     attn: Attention,
     post_attn_norm: RmsNorm,
-    mlp: Mlp,
+    mlp: GatedMlp,
     post_ffn_norm: RmsNorm,
 }
 
@@ -195,7 +173,7 @@ impl DecoderLayer {
         Ok(Self {
             attn: Attention::new(cfg, w, &p, layer)?,
             post_attn_norm: w.rms_norm(&format!("{p}.post_attention_norm.weight"), h, cfg.rms_eps)?,
-            mlp: Mlp::new(cfg, w, &p)?,
+            mlp: GatedMlp::new(w, &p, cfg.hidden_size, cfg.intermediate_size, Activation::Silu)?,
             post_ffn_norm: w.rms_norm(&format!("{p}.post_ffw_norm.weight"), h, cfg.rms_eps)?,
         })
     }

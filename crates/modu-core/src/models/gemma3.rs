@@ -7,7 +7,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::layers::{self, attention, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
+use super::layers::{attention, Activation, GatedMlp, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
@@ -106,36 +106,12 @@ impl Attention {
     }
 }
 
-struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-    ggml_rounding: bool,
-}
-
-impl Mlp {
-    fn new(cfg: &Config, w: &GgufWeights, p: &str) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(Self {
-            gate: w.linear(&format!("{p}.ffn_gate.weight"), i, h)?,
-            up: w.linear(&format!("{p}.ffn_up.weight"), i, h)?,
-            down: w.linear(&format!("{p}.ffn_down.weight"), h, i)?,
-            ggml_rounding: w.opts.ggml_rounding,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = layers::gelu_tanh(&self.gate.forward(x)?, self.ggml_rounding)?;
-        self.down.forward(&(g * self.up.forward(x)?)?)
-    }
-}
-
 pub struct DecoderLayer {
     attn_norm: RmsNorm,
     attn: Attention,
     post_attn_norm: RmsNorm,
     ffn_norm: RmsNorm,
-    mlp: Mlp,
+    mlp: GatedMlp,
     post_ffn_norm: RmsNorm,
 }
 
@@ -148,7 +124,7 @@ impl DecoderLayer {
             attn: Attention::new(cfg, w, &p, cfg.is_sliding(layer))?,
             post_attn_norm: w.rms_norm(&format!("{p}.post_attention_norm.weight"), h, cfg.rms_eps)?,
             ffn_norm: w.rms_norm(&format!("{p}.ffn_norm.weight"), h, cfg.rms_eps)?,
-            mlp: Mlp::new(cfg, w, &p)?,
+            mlp: GatedMlp::new(w, &p, cfg.hidden_size, cfg.intermediate_size, Activation::GeluTanh { ggml_rounding: w.opts.ggml_rounding })?,
             post_ffn_norm: w.rms_norm(&format!("{p}.post_ffw_norm.weight"), h, cfg.rms_eps)?,
         })
     }

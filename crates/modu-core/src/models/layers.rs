@@ -399,6 +399,45 @@ fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, window: Opti
     Ok(Tensor::from_vec(out, (1, q_len, n_head * hd), q.device())?)
 }
 
+/// The activation of a gated feed-forward layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SwiGLU (Llama, Qwen, EXAONE).
+    Silu,
+    /// GeGLU with tanh-approximated GELU (Gemma); optionally rounded as ggml does.
+    GeluTanh { ggml_rounding: bool },
+}
+
+/// Gated feed-forward layer: `down(act(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct GatedMlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    act: Activation,
+}
+
+impl GatedMlp {
+    /// Loads `{prefix}.ffn_gate`, `.ffn_up` and `.ffn_down`.
+    pub fn new(w: &GgufWeights, prefix: &str, hidden: usize, ffn: usize, act: Activation) -> Result<Self> {
+        Ok(Self {
+            gate: w.linear(&format!("{prefix}.ffn_gate.weight"), ffn, hidden)?,
+            up: w.linear(&format!("{prefix}.ffn_up.weight"), ffn, hidden)?,
+            down: w.linear(&format!("{prefix}.ffn_down.weight"), hidden, ffn)?,
+            act,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.gate.forward(x)?;
+        let g = match self.act {
+            Activation::Silu => candle_nn::ops::silu(&g)?,
+            Activation::GeluTanh { ggml_rounding } => gelu_tanh(&g, ggml_rounding)?,
+        };
+        self.down.forward(&(g * self.up.forward(x)?)?)
+    }
+}
+
 /// Splits [1, seq, heads*hd] into [1, heads, seq, hd].
 pub fn split_heads(x: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
@@ -408,7 +447,7 @@ pub fn split_heads(x: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> 
 /// GELU with the tanh approximation (Gemma's `gelu_pytorch_tanh`). With `ggml_rounding`, as
 /// ggml computes it: from a table indexed by the f16 input, holding f16 outputs, and exact
 /// outside (-10, 10).
-pub fn gelu_tanh(x: &Tensor, ggml_rounding: bool) -> Result<Tensor> {
+fn gelu_tanh(x: &Tensor, ggml_rounding: bool) -> Result<Tensor> {
     if !ggml_rounding {
         return Ok(x.gelu()?);
     }
@@ -420,9 +459,6 @@ pub fn gelu_tanh(x: &Tensor, ggml_rounding: bool) -> Result<Tensor> {
     Ok(small.where_cond(&x.zeros_like()?, &out)?)
 }
 
-pub fn silu(x: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::ops::silu(x)?)
-}
 
 /// Keeps only the last position of [1, seq, hidden].
 pub fn last_position(x: &Tensor) -> Result<Tensor> {

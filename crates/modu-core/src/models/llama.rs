@@ -6,7 +6,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::layers::{self, attention, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
+use super::layers::{attention, Activation, GatedMlp, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
@@ -125,33 +125,11 @@ impl Attention {
     }
 }
 
-struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
-impl Mlp {
-    fn new(cfg: &Config, w: &GgufWeights, p: &str) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        Ok(Self {
-            gate: w.linear(&format!("{p}.ffn_gate.weight"), i, h)?,
-            up: w.linear(&format!("{p}.ffn_up.weight"), i, h)?,
-            down: w.linear(&format!("{p}.ffn_down.weight"), h, i)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = layers::silu(&self.gate.forward(x)?)?;
-        self.down.forward(&(g * self.up.forward(x)?)?)
-    }
-}
-
 pub struct DecoderLayer {
     attn_norm: RmsNorm,
     attn: Attention,
     ffn_norm: RmsNorm,
-    mlp: Mlp,
+    mlp: GatedMlp,
 }
 
 impl DecoderLayer {
@@ -161,7 +139,7 @@ impl DecoderLayer {
             attn_norm: w.rms_norm(&format!("{p}.attn_norm.weight"), cfg.hidden_size, cfg.rms_eps)?,
             attn: Attention::new(cfg, w, &p)?,
             ffn_norm: w.rms_norm(&format!("{p}.ffn_norm.weight"), cfg.hidden_size, cfg.rms_eps)?,
-            mlp: Mlp::new(cfg, w, &p)?,
+            mlp: GatedMlp::new(w, &p, cfg.hidden_size, cfg.intermediate_size, Activation::Silu)?,
         })
     }
 }
