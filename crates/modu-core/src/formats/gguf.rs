@@ -518,17 +518,36 @@ impl GgufFile {
     /// Decodes one tensor from the mapped file.
     pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
         let (info, raw) = self.raw(name)?;
-        Ok(ggml_file::qtensor_from_ggml(info.ggml_dtype, raw, info.shape.dims().to_vec(), device)?)
+        let t = ggml_file::qtensor_from_ggml(info.ggml_dtype, raw, info.shape.dims().to_vec(), device);
+        self.release(raw);
+        Ok(t?)
     }
 
     /// Like [`GgufFile::tensor`], but Q4_0 and Q5_0 come back losslessly re-encoded as Q8_0,
     /// which has fast matmul kernels.
     pub fn tensor_for_matmul(&self, name: &str, device: &Device) -> Result<QTensor> {
         let (info, raw) = self.raw(name)?;
-        if super::requant::converts(info.ggml_dtype) {
-            return super::requant::to_q8_0(info.ggml_dtype, raw, info.shape.dims(), device);
+        let t = if super::requant::converts(info.ggml_dtype) {
+            super::requant::to_q8_0(info.ggml_dtype, raw, info.shape.dims(), device)
+        } else {
+            Ok(ggml_file::qtensor_from_ggml(info.ggml_dtype, raw, info.shape.dims().to_vec(), device)?)
+        };
+        self.release(raw);
+        t
+    }
+
+    /// Drops the file pages of a tensor that has been copied out, so loading does not hold the
+    /// file twice in memory (mapped pages count as resident).
+    fn release(&self, raw: &[u8]) {
+        #[cfg(unix)]
+        {
+            let offset = raw.as_ptr() as usize - self.map.as_ptr() as usize;
+            // SAFETY: the map is private and read-only, so dropped pages are re-read from the
+            // file if touched again; `raw` is not used after this call.
+            let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, raw.len()) };
         }
-        Ok(ggml_file::qtensor_from_ggml(info.ggml_dtype, raw, info.shape.dims().to_vec(), device)?)
+        #[cfg(not(unix))]
+        let _ = raw;
     }
 
     /// Total bytes of tensor data, for memory reports.
