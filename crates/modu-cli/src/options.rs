@@ -44,11 +44,15 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> Result<LoadedModel> {
+        self.load_with(modu_core::models::layers::LoadOptions::default())
+    }
+
+    pub fn load_with(&self, opts: modu_core::models::layers::LoadOptions) -> Result<LoadedModel> {
         self.setup_threads()?;
         let path = self.resolve()?;
         let device = self.device()?;
         tracing::info!("loading {}", path.display());
-        Ok(loader::load(&path, &device)?)
+        Ok(loader::load_with(&path, &device, opts)?)
     }
 }
 

@@ -44,10 +44,19 @@ pub struct LogitsArgs {
     /// Output safetensors file with one f32 tensor `logits` [n_tokens, vocab].
     #[arg(long)]
     pub out: PathBuf,
+    /// Reference arithmetic: f32 weights and KV cache, no llama.cpp-style rounding (for
+    /// comparisons with HF transformers).
+    #[arg(long)]
+    pub exact: bool,
 }
 
 pub fn logits(args: LogitsArgs) -> Result<()> {
-    let mut loaded = args.model.load()?;
+    let opts = if args.exact {
+        modu_core::models::layers::LoadOptions::exact()
+    } else {
+        modu_core::models::layers::LoadOptions::default()
+    };
+    let mut loaded = args.model.load_with(opts)?;
     let ids: Vec<u32> = match (&args.ids, &args.text) {
         (Some(s), _) => s
             .split(',')
