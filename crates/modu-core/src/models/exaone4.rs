@@ -9,7 +9,7 @@
 use candle_core::{Device, Tensor};
 use candle_core::quantized::gguf_file::Value;
 
-use super::layers::{attention, Activation, GatedMlp, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
+use super::layers::{Activation, GatedMlp, GgufWeights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
@@ -100,67 +100,22 @@ impl Config {
     pub fn uses_rope(&self, layer: usize) -> bool {
         self.sliding_window.is_none() || self.sliding_layers[layer]
     }
-}
 
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
-    /// None on global layers of a hybrid model (NoPE).
-    rope: Option<Rope>,
-    window: Option<usize>,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
-    cache: KvCache,
-}
-
-impl Attention {
-    fn new(cfg: &Config, w: &GgufWeights, p: &str, layer: usize) -> Result<Self> {
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let rope = if cfg.uses_rope(layer) {
-            Some(Rope::new(hd, cfg.rope_theta, cfg.rope_freq_divisors.as_deref(), RopeStyle::Neox, w.device)?)
+    /// QK-norm before RoPE; RoPE per trap 1; the window on sliding layers only.
+    fn attention(&self, w: &GgufWeights, p: &str, layer: usize) -> Result<SelfAttention> {
+        let heads = Heads { hidden: self.hidden_size, n_heads: self.n_heads, n_kv_heads: self.n_kv_heads, head_dim: self.head_dim };
+        let rope = if self.uses_rope(layer) {
+            Some(Rope::new(self.head_dim, self.rope_theta, self.rope_freq_divisors.as_deref(), RopeStyle::Neox, w.device)?)
         } else {
             None
         };
-        Ok(Self {
-            q: w.linear(&format!("{p}.attn_q.weight"), cfg.n_heads * hd, h)?,
-            k: w.linear(&format!("{p}.attn_k.weight"), cfg.n_kv_heads * hd, h)?,
-            v: w.linear(&format!("{p}.attn_v.weight"), cfg.n_kv_heads * hd, h)?,
-            o: w.linear(&format!("{p}.attn_output.weight"), h, cfg.n_heads * hd)?,
-            q_norm: w.rms_norm(&format!("{p}.attn_q_norm.weight"), hd, cfg.rms_eps)?,
-            k_norm: w.rms_norm(&format!("{p}.attn_k_norm.weight"), hd, cfg.rms_eps)?,
-            rope,
-            window: if cfg.sliding_layers[layer] { cfg.sliding_window } else { None },
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_kv_heads,
-            head_dim: hd,
-            cache: w.opts.kv_cache(),
-        })
-    }
-
-    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let q = split_heads(&self.q.forward(x)?, self.n_heads, self.head_dim)?;
-        let k = split_heads(&self.k.forward(x)?, self.n_kv_heads, self.head_dim)?;
-        let v = split_heads(&self.v.forward(x)?, self.n_kv_heads, self.head_dim)?;
-        // QK-norm happens before RoPE.
-        let mut q = self.q_norm.forward(&q)?;
-        let mut k = self.k_norm.forward(&k)?;
-        if let Some(rope) = &self.rope {
-            q = rope.apply(&q, offset)?;
-            k = rope.apply(&k, offset)?;
-        }
-        let (k, v) = self.cache.append(&k, &v)?;
-        let out = attention(&q, &k, &v, offset, self.window, 1.0 / (self.head_dim as f64).sqrt())?;
-        self.o.forward(&out)
+        let window = if self.sliding_layers[layer] { self.sliding_window } else { None };
+        SelfAttention::new(w, p, heads, Some(self.rms_eps), rope, window)
     }
 }
 
 pub struct DecoderLayer {
-    attn: Attention,
+    attn: SelfAttention,
     post_attn_norm: RmsNorm,
     mlp: GatedMlp,
     post_ffn_norm: RmsNorm,
@@ -171,7 +126,7 @@ impl DecoderLayer {
         let p = format!("blk.{layer}");
         let h = cfg.hidden_size;
         Ok(Self {
-            attn: Attention::new(cfg, w, &p, layer)?,
+            attn: cfg.attention(w, &p, layer)?,
             post_attn_norm: w.rms_norm(&format!("{p}.post_attention_norm.weight"), h, cfg.rms_eps)?,
             mlp: GatedMlp::new(w, &p, cfg.hidden_size, cfg.intermediate_size, Activation::Silu)?,
             post_ffn_norm: w.rms_norm(&format!("{p}.post_ffw_norm.weight"), h, cfg.rms_eps)?,

@@ -7,7 +7,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::layers::{attention, Activation, GatedMlp, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
+use super::layers::{Activation, GatedMlp, GgufWeights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
@@ -56,59 +56,20 @@ impl Config {
     fn is_sliding(&self, layer: usize) -> bool {
         layer % SLIDING_PATTERN < SLIDING_PATTERN - 1
     }
-}
 
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
-    rope: Rope,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
-    window: Option<usize>,
-    cache: KvCache,
-}
-
-impl Attention {
-    fn new(cfg: &Config, w: &GgufWeights, p: &str, sliding: bool) -> Result<Self> {
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let theta = if sliding { LOCAL_ROPE_THETA } else { cfg.rope_theta };
-        Ok(Self {
-            q: w.linear(&format!("{p}.attn_q.weight"), cfg.n_heads * hd, h)?,
-            k: w.linear(&format!("{p}.attn_k.weight"), cfg.n_kv_heads * hd, h)?,
-            v: w.linear(&format!("{p}.attn_v.weight"), cfg.n_kv_heads * hd, h)?,
-            o: w.linear(&format!("{p}.attn_output.weight"), h, cfg.n_heads * hd)?,
-            q_norm: w.rms_norm(&format!("{p}.attn_q_norm.weight"), hd, cfg.rms_eps)?,
-            k_norm: w.rms_norm(&format!("{p}.attn_k_norm.weight"), hd, cfg.rms_eps)?,
-            rope: Rope::new(hd, theta, None, RopeStyle::Neox, w.device)?,
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_kv_heads,
-            head_dim: hd,
-            window: sliding.then_some(cfg.sliding_window),
-            cache: w.opts.kv_cache(),
-        })
-    }
-
-    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let q = split_heads(&self.q.forward(x)?, self.n_heads, self.head_dim)?;
-        let k = split_heads(&self.k.forward(x)?, self.n_kv_heads, self.head_dim)?;
-        let v = split_heads(&self.v.forward(x)?, self.n_kv_heads, self.head_dim)?;
-        // QK-norm before RoPE.
-        let q = self.rope.apply(&self.q_norm.forward(&q)?, offset)?;
-        let k = self.rope.apply(&self.k_norm.forward(&k)?, offset)?;
-        let (k, v) = self.cache.append(&k, &v)?;
-        let out = attention(&q, &k, &v, offset, self.window, 1.0 / (self.head_dim as f64).sqrt())?;
-        self.o.forward(&out)
+    /// QK-norm before RoPE on every layer; sliding layers use the local RoPE base and the window.
+    fn attention(&self, w: &GgufWeights, p: &str, layer: usize) -> Result<SelfAttention> {
+        let sliding = self.is_sliding(layer);
+        let theta = if sliding { LOCAL_ROPE_THETA } else { self.rope_theta };
+        let heads = Heads { hidden: self.hidden_size, n_heads: self.n_heads, n_kv_heads: self.n_kv_heads, head_dim: self.head_dim };
+        let rope = Rope::new(self.head_dim, theta, None, RopeStyle::Neox, w.device)?;
+        SelfAttention::new(w, p, heads, Some(self.rms_eps), Some(rope), sliding.then_some(self.sliding_window))
     }
 }
 
 pub struct DecoderLayer {
     attn_norm: RmsNorm,
-    attn: Attention,
+    attn: SelfAttention,
     post_attn_norm: RmsNorm,
     ffn_norm: RmsNorm,
     mlp: GatedMlp,
@@ -121,7 +82,7 @@ impl DecoderLayer {
         let h = cfg.hidden_size;
         Ok(Self {
             attn_norm: w.rms_norm(&format!("{p}.attn_norm.weight"), h, cfg.rms_eps)?,
-            attn: Attention::new(cfg, w, &p, cfg.is_sliding(layer))?,
+            attn: cfg.attention(w, &p, layer)?,
             post_attn_norm: w.rms_norm(&format!("{p}.post_attention_norm.weight"), h, cfg.rms_eps)?,
             ffn_norm: w.rms_norm(&format!("{p}.ffn_norm.weight"), h, cfg.rms_eps)?,
             mlp: GatedMlp::new(w, &p, cfg.hidden_size, cfg.intermediate_size, Activation::GeluTanh { ggml_rounding: w.opts.ggml_rounding })?,

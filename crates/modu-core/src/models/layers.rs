@@ -399,6 +399,73 @@ fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, window: Opti
     Ok(Tensor::from_vec(out, (1, q_len, n_head * hd), q.device())?)
 }
 
+/// Head layout of an attention layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub hidden: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Self-attention over a KV cache: project, optional per-head RMSNorm on Q and K, optional RoPE
+/// (norm first), causal attention limited to `window` keys when given, output projection. The
+/// architectures differ only in which of these they switch on, which their files state.
+pub struct SelfAttention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
+    rope: Option<Rope>,
+    window: Option<usize>,
+    heads: Heads,
+    pub cache: KvCache,
+}
+
+impl SelfAttention {
+    /// Loads `{prefix}.attn_q/k/v/output`, and `attn_q_norm`/`attn_k_norm` when `qk_norm_eps` is given.
+    pub fn new(w: &GgufWeights, prefix: &str, heads: Heads, qk_norm_eps: Option<f64>, rope: Option<Rope>, window: Option<usize>) -> Result<Self> {
+        let Heads { hidden, n_heads, n_kv_heads, head_dim: hd } = heads;
+        let qk_norm = match qk_norm_eps {
+            Some(eps) => Some((
+                w.rms_norm(&format!("{prefix}.attn_q_norm.weight"), hd, eps)?,
+                w.rms_norm(&format!("{prefix}.attn_k_norm.weight"), hd, eps)?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            q: w.linear(&format!("{prefix}.attn_q.weight"), n_heads * hd, hidden)?,
+            k: w.linear(&format!("{prefix}.attn_k.weight"), n_kv_heads * hd, hidden)?,
+            v: w.linear(&format!("{prefix}.attn_v.weight"), n_kv_heads * hd, hidden)?,
+            o: w.linear(&format!("{prefix}.attn_output.weight"), hidden, n_heads * hd)?,
+            qk_norm,
+            rope,
+            window,
+            heads,
+            cache: w.opts.kv_cache(),
+        })
+    }
+
+    pub fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let Heads { n_heads, n_kv_heads, head_dim, .. } = self.heads;
+        let mut q = split_heads(&self.q.forward(x)?, n_heads, head_dim)?;
+        let mut k = split_heads(&self.k.forward(x)?, n_kv_heads, head_dim)?;
+        let v = split_heads(&self.v.forward(x)?, n_kv_heads, head_dim)?;
+        if let Some((qn, kn)) = &self.qk_norm {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        if let Some(rope) = &self.rope {
+            q = rope.apply(&q, offset)?;
+            k = rope.apply(&k, offset)?;
+        }
+        let (k, v) = self.cache.append(&k, &v)?;
+        let out = attention(&q, &k, &v, offset, self.window, 1.0 / (head_dim as f64).sqrt())?;
+        self.o.forward(&out)
+    }
+}
+
 /// The activation of a gated feed-forward layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -439,7 +506,7 @@ impl GatedMlp {
 }
 
 /// Splits [1, seq, heads*hd] into [1, heads, seq, hd].
-pub fn split_heads(x: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
+fn split_heads(x: &Tensor, heads: usize, head_dim: usize) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
     Ok(x.reshape((b, seq, heads, head_dim))?.transpose(1, 2)?.contiguous()?)
 }

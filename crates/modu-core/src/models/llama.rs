@@ -6,7 +6,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::layers::{attention, Activation, GatedMlp, split_heads, GgufWeights, Linear, LoadOptions, RmsNorm, Rope, RopeStyle};
+use super::layers::{Activation, GatedMlp, GgufWeights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
@@ -68,66 +68,19 @@ impl Config {
             vocab_size: super::vocab_size(g)?,
         })
     }
-}
 
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    /// Qwen3 only.
-    qk_norm: Option<(RmsNorm, RmsNorm)>,
-    rope: Rope,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
-    cache: KvCache,
-}
-
-impl Attention {
-    fn new(cfg: &Config, w: &GgufWeights, p: &str) -> Result<Self> {
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let qk_norm = if w.has(&format!("{p}.attn_q_norm.weight")) {
-            Some((
-                w.rms_norm(&format!("{p}.attn_q_norm.weight"), hd, cfg.rms_eps)?,
-                w.rms_norm(&format!("{p}.attn_k_norm.weight"), hd, cfg.rms_eps)?,
-            ))
-        } else {
-            None
-        };
-        Ok(Self {
-            q: w.linear(&format!("{p}.attn_q.weight"), cfg.n_heads * hd, h)?,
-            k: w.linear(&format!("{p}.attn_k.weight"), cfg.n_kv_heads * hd, h)?,
-            v: w.linear(&format!("{p}.attn_v.weight"), cfg.n_kv_heads * hd, h)?,
-            o: w.linear(&format!("{p}.attn_output.weight"), h, cfg.n_heads * hd)?,
-            qk_norm,
-            rope: Rope::new(hd, cfg.rope_theta, cfg.rope_freq_divisors.as_deref(), cfg.rope_style, w.device)?,
-            n_heads: cfg.n_heads,
-            n_kv_heads: cfg.n_kv_heads,
-            head_dim: hd,
-            cache: w.opts.kv_cache(),
-        })
-    }
-
-    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let mut q = split_heads(&self.q.forward(x)?, self.n_heads, self.head_dim)?;
-        let mut k = split_heads(&self.k.forward(x)?, self.n_kv_heads, self.head_dim)?;
-        let v = split_heads(&self.v.forward(x)?, self.n_kv_heads, self.head_dim)?;
-        if let Some((qn, kn)) = &self.qk_norm {
-            q = qn.forward(&q)?;
-            k = kn.forward(&k)?;
-        }
-        let q = self.rope.apply(&q, offset)?;
-        let k = self.rope.apply(&k, offset)?;
-        let (k, v) = self.cache.append(&k, &v)?;
-        let out = attention(&q, &k, &v, offset, None, 1.0 / (self.head_dim as f64).sqrt())?;
-        self.o.forward(&out)
+    /// RoPE on every layer; Qwen3's per-head QK-norm when the file has it.
+    fn attention(&self, w: &GgufWeights, p: &str) -> Result<SelfAttention> {
+        let heads = Heads { hidden: self.hidden_size, n_heads: self.n_heads, n_kv_heads: self.n_kv_heads, head_dim: self.head_dim };
+        let qk_norm = w.has(&format!("{p}.attn_q_norm.weight")).then_some(self.rms_eps);
+        let rope = Rope::new(self.head_dim, self.rope_theta, self.rope_freq_divisors.as_deref(), self.rope_style, w.device)?;
+        SelfAttention::new(w, p, heads, qk_norm, Some(rope), None)
     }
 }
 
 pub struct DecoderLayer {
     attn_norm: RmsNorm,
-    attn: Attention,
+    attn: SelfAttention,
     ffn_norm: RmsNorm,
     mlp: GatedMlp,
 }
@@ -137,7 +90,7 @@ impl DecoderLayer {
         let p = format!("blk.{layer}");
         Ok(Self {
             attn_norm: w.rms_norm(&format!("{p}.attn_norm.weight"), cfg.hidden_size, cfg.rms_eps)?,
-            attn: Attention::new(cfg, w, &p)?,
+            attn: cfg.attention(w, &p)?,
             ffn_norm: w.rms_norm(&format!("{p}.ffn_norm.weight"), cfg.hidden_size, cfg.rms_eps)?,
             mlp: GatedMlp::new(w, &p, cfg.hidden_size, cfg.intermediate_size, Activation::Silu)?,
         })
