@@ -34,6 +34,9 @@ enum Command {
     /// Perplexity of a text file, with llama.cpp's method.
     #[command(after_help = "Example:\n  modu perplexity -m model.gguf -f wiki.txt --ctx 512")]
     Perplexity(commands::perplexity::PerplexityArgs),
+    /// Write a model (HF directory or GGUF) as GGUF, optionally quantized.
+    #[command(after_help = "Examples:\n  modu convert ./EXAONE-4.0-1.2B --out exaone4-1.2b-f16.gguf\n  modu convert ./EXAONE-4.0-1.2B --out exaone4-1.2b-q4_k_m.gguf --type q4_k")]
+    Convert(commands::convert::ConvertArgs),
     /// Prompt-processing and generation speed, shaped like llama-bench.
     #[command(after_help = "Example:\n  modu bench -m model.gguf -p 512 -n 128 -t 2 -r 3")]
     Bench(commands::bench::BenchArgs),
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => commands::inspect::tokenize(a),
         Command::Logits(a) => commands::inspect::logits(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
+        Command::Convert(a) => commands::convert::run(a),
         Command::Bench(a) => commands::bench::run(a),
     };
     match result {

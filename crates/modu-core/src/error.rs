@@ -18,7 +18,7 @@ pub enum Error {
     },
     #[error("invalid GGUF file: {0}")]
     Gguf(String),
-    #[error("unsupported model architecture '{0}' (supported: gemma3, llama, qwen3, exaone, exaone4)")]
+    #[error("unsupported model architecture '{0}' (supported: gemma3, llama, qwen3, exaone, exaone4, exaone-moe)")]
     UnknownArchitecture(String),
     #[error("tensor '{tensor}' has type {dtype}, which modu does not support")]
     UnsupportedTensorType { tensor: String, dtype: String },

@@ -5,6 +5,7 @@
 //! nothing of text; the engine knows nothing of HTTP.
 
 pub mod chat;
+pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod formats;

@@ -6,7 +6,7 @@ use candle_core::Device;
 
 use crate::chat::{builtin, ChatTemplate};
 use crate::error::Result;
-use crate::formats::{self, gguf::GgufFile};
+use crate::formats::{self, checkpoint::Checkpoint, gguf::GgufFile, hf::HfCheckpoint};
 use crate::models::layers::LoadOptions;
 use crate::models::{self, CausalLm};
 use crate::tokenizer::Tokenizer;
@@ -15,7 +15,12 @@ pub struct LoadedModel {
     pub model: Box<dyn CausalLm>,
     pub tokenizer: Tokenizer,
     pub path: PathBuf,
+    /// Bytes of weights on disk.
     pub file_bytes: u64,
+    /// Number of weights.
+    pub params: u64,
+    /// GGUF `general.file_type`, when the file states it.
+    pub file_type: Option<usize>,
     pub architecture: String,
     /// The file's own chat template, or modu's built-in one for the architecture.
     pub chat_template_source: Option<String>,
@@ -29,24 +34,41 @@ impl LoadedModel {
     }
 }
 
-/// Loads a GGUF model (a file, or a directory holding one) onto `device`.
+/// Opens a model for reading: an HF directory (config.json + safetensors), a GGUF file, or a
+/// directory holding one GGUF file. Returns the checkpoint and the path actually opened.
+pub fn open_checkpoint(path: &Path) -> Result<(Box<dyn Checkpoint>, PathBuf)> {
+    if formats::hf::is_hf_dir(path) {
+        return Ok((Box::new(HfCheckpoint::open(path)?), path.to_path_buf()));
+    }
+    let file = formats::find_gguf(path)?;
+    Ok((Box::new(GgufFile::open(&file)?), file))
+}
+
+/// Loads a model (see [`open_checkpoint`]) onto `device`.
 pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
     load_with(path, device, LoadOptions::default())
 }
 
 pub fn load_with(path: &Path, device: &Device, opts: LoadOptions) -> Result<LoadedModel> {
-    let path = formats::find_gguf(path)?;
-    let gguf = GgufFile::open(&path)?;
-    let architecture = gguf.architecture().map_err(|_| crate::Error::Metadata("missing general.architecture".into()))?;
+    let (ckpt, path) = open_checkpoint(path)?;
+    let architecture = ckpt.architecture().map_err(|_| crate::Error::Metadata("missing general.architecture".into()))?;
     if !models::SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
         return Err(crate::Error::UnknownArchitecture(architecture));
     }
-    let tokenizer = Tokenizer::from_gguf(&gguf)?;
-    let model = models::load_gguf(&gguf, device, opts)?;
+    let tokenizer = Tokenizer::from_checkpoint(ckpt.as_ref())?;
+    let model = models::from_checkpoint(ckpt.as_ref(), device, opts)?;
     let chat_template_source = tokenizer
         .chat_template()
         .map(str::to_string)
         .or_else(|| builtin::for_architecture(&architecture).map(str::to_string));
-    let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    Ok(LoadedModel { model, tokenizer, path, file_bytes, architecture, chat_template_source })
+    let file_bytes = if path.is_dir() {
+        std::fs::read_dir(&path)
+            .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors")).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    } else {
+        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+    };
+    let params = ckpt.tensor_names().iter().filter_map(|n| ckpt.tensor_dims(n)).map(|d| d.iter().product::<usize>() as u64).sum();
+    let file_type = ckpt.get_usize_opt("general.file_type").ok().flatten();
+    Ok(LoadedModel { model, tokenizer, path, file_bytes, params, file_type, architecture, chat_template_source })
 }

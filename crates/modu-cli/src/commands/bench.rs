@@ -101,9 +101,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "test sizes exceed the context length {}",
         info.context_length
     );
-    let gguf = modu_core::formats::gguf::GgufFile::open(&loaded.path)?;
-    let params: u64 = gguf.content.tensor_infos.values().map(|t| t.shape.elem_count() as u64).sum();
-    let file_type = gguf.get_usize_opt("general.file_type").ok().flatten();
+    let (params, file_type) = (loaded.params, loaded.file_type);
     let model = loaded.model.as_mut();
 
     let mut pp = None;

@@ -24,8 +24,8 @@ pub struct TokenizeArgs {
 
 pub fn tokenize(args: TokenizeArgs) -> Result<()> {
     let path = args.model.resolve()?;
-    let gguf = modu_core::formats::gguf::GgufFile::open(&modu_core::formats::find_gguf(&path)?)?;
-    let tok = modu_core::tokenizer::Tokenizer::from_gguf(&gguf)?;
+    let (ckpt, _) = modu_core::loader::open_checkpoint(&path)?;
+    let tok = modu_core::tokenizer::Tokenizer::from_checkpoint(ckpt.as_ref())?;
     let ids = tok.encode(&args.text, !args.no_bos, args.special)?;
     println!("{}", serde_json::to_string(&ids)?);
     Ok(())

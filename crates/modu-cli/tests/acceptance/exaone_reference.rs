@@ -1,163 +1,223 @@
-//! EXAONE through the GGUF path against HF transformers: the committed tiny checkpoints of
-//! tests/fixtures (made by make_reference.py) are written as f32 GGUF files with llama.cpp's
-//! tensor names and metadata, then modu's logits at every position must equal transformers'
-//! to 1e-4 in exact arithmetic. The exaone4 hybrid fixture has a window (8) shorter than the
-//! prompt (24) and a global layer without RoPE, so it catches the NoPE and window rules; the
-//! exaone (3.x) fixture keeps the original tensor names, tied embeddings and llama3 RoPE.
+//! EXAONE against HF transformers. tests/fixtures holds tiny random checkpoints of every
+//! architecture, saved by transformers itself, with its logits for a 24-token prompt (window 8
+//! in the hybrid ones). modu must reproduce those logits at every position to 1e-4, in exact
+//! arithmetic, from the HF directory (both config spellings, f32 and sharded bf16) and from the
+//! GGUF files `modu convert` writes (f32 and f16). Fixture weights are exact in f16 and bf16, so
+//! every format carries the same numbers.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
+use modu_core::convert::{self, OutType};
+use modu_core::formats::hf::HfCheckpoint;
 use modu_core::models::layers::LoadOptions;
-use modu_core::models::Logits;
+use modu_core::models::{exaone4, CausalLm, Logits};
 
-use crate::gguf_builder::{build, T, V};
 use crate::scratch;
+
+const VARIANTS: [&str; 5] = ["exaone", "exaone4_dense", "exaone4_hybrid", "exaone_moe", "exaone4_5"];
+const TOL: f32 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
 }
 
-fn f32_tensor(name: &str, t: &Tensor) -> T {
-    let dims: Vec<u64> = t.dims().iter().rev().map(|&d| d as u64).collect();
-    let data: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-    T { name: name.into(), dims, type_id: 0, data: data.iter().flat_map(|v| v.to_le_bytes()).collect() }
+struct Reference {
+    ids: Vec<u32>,
+    logits: Tensor,
 }
 
-/// llama.cpp's `rope_freqs` for llama3 scaling: per-frequency divisors (spec §2.0).
-fn llama3_divisors(rope: &serde_json::Value, head_dim: usize) -> Vec<f32> {
-    let base = rope["rope_theta"].as_f64().unwrap();
-    let factor = rope["factor"].as_f64().unwrap();
-    let (lo, hi) = (rope["low_freq_factor"].as_f64().unwrap(), rope["high_freq_factor"].as_f64().unwrap());
-    let old = rope["original_max_position_embeddings"].as_f64().unwrap();
-    (0..head_dim / 2)
-        .map(|i| {
-            let wavelen = 2.0 * std::f64::consts::PI * base.powf(2.0 * i as f64 / head_dim as f64);
-            let div = if wavelen < old / hi {
-                1.0
-            } else if wavelen > old / lo {
-                factor
-            } else {
-                let s = (old / wavelen - lo) / (hi - lo);
-                1.0 / ((1.0 - s) / factor + s)
-            };
-            div as f32
-        })
-        .collect()
+fn reference(variant: &str) -> Reference {
+    let r = candle_core::safetensors::load(fixture(variant).join("reference.safetensors"), &Device::Cpu).unwrap();
+    let ids = r["input_ids"].to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();
+    Reference { ids, logits: r["logits"].clone() }
 }
 
-/// Per-layer module names, HF -> GGUF, as llama.cpp's converter maps them (spec §4; note the
-/// trap: HF `post_attention_layernorm` is a post-norm in exaone4 but the pre-MLP norm in exaone,
-/// whose original checkpoints call it `ln_2`).
-const EXAONE4_RENAMES: &[(&str, &str)] = &[
-    ("self_attn.q_proj", "attn_q"),
-    ("self_attn.k_proj", "attn_k"),
-    ("self_attn.v_proj", "attn_v"),
-    ("self_attn.o_proj", "attn_output"),
-    ("self_attn.q_norm", "attn_q_norm"),
-    ("self_attn.k_norm", "attn_k_norm"),
-    ("post_attention_layernorm", "post_attention_norm"),
-    ("post_feedforward_layernorm", "post_ffw_norm"),
-    ("mlp.gate_proj", "ffn_gate"),
-    ("mlp.up_proj", "ffn_up"),
-    ("mlp.down_proj", "ffn_down"),
-];
-const EXAONE_RENAMES: &[(&str, &str)] = &[
-    ("attn.attention.q_proj", "attn_q"),
-    ("attn.attention.k_proj", "attn_k"),
-    ("attn.attention.v_proj", "attn_v"),
-    ("attn.attention.out_proj", "attn_output"),
-    ("ln_1", "attn_norm"),
-    ("ln_2", "ffn_norm"),
-    ("mlp.c_fc_0", "ffn_gate"),
-    ("mlp.c_fc_1", "ffn_up"),
-    ("mlp.c_proj", "ffn_down"),
-];
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
 
-/// Writes an HF checkpoint directory of `arch` (exaone or exaone4) as an f32 GGUF, the way
-/// llama.cpp's converter names it.
-fn hf_to_gguf(dir: &Path, out: &Path, arch: &str) {
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let weights: HashMap<String, Tensor> = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
-    let u = |k: &str| V::U32(cfg[k].as_u64().unwrap() as u32);
-    let key = |k: &str| format!("{arch}.{k}");
-    let vocab = cfg["vocab_size"].as_u64().unwrap() as usize;
-    let head_dim = cfg["head_dim"].as_u64().unwrap() as usize;
-    let rope = &cfg["rope_parameters"];
-    let mut kvs = vec![
-        ("general.architecture".to_string(), V::Str(arch.into())),
-        (key("context_length"), u("max_position_embeddings")),
-        (key("embedding_length"), u("hidden_size")),
-        (key("block_count"), u("num_hidden_layers")),
-        (key("feed_forward_length"), u("intermediate_size")),
-        (key("attention.head_count"), u("num_attention_heads")),
-        (key("attention.head_count_kv"), u("num_key_value_heads")),
-        (key("attention.key_length"), u("head_dim")),
-        (key("attention.layer_norm_rms_epsilon"), V::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32)),
-        (key("rope.freq_base"), V::F32(rope["rope_theta"].as_f64().unwrap() as f32)),
-        ("tokenizer.ggml.model".into(), V::Str("llama".into())),
-        ("tokenizer.ggml.tokens".into(), V::StrArr((0..vocab).map(|i| format!("t{i}")).collect())),
-        ("tokenizer.ggml.scores".into(), V::F32Arr(vec![0.0; vocab])),
-        ("tokenizer.ggml.token_type".into(), V::I32Arr(vec![1; vocab])),
-    ];
-    if let Some(w) = cfg["sliding_window"].as_u64() {
-        kvs.push((key("attention.sliding_window"), V::U32(w as u32)));
-        let pattern = cfg["layer_types"].as_array().unwrap().iter().map(|t| t == "sliding_attention").collect();
-        kvs.push((key("attention.sliding_window_pattern"), V::BoolArr(pattern)));
+fn load(path: &Path) -> Box<dyn CausalLm> {
+    modu_core::loader::load_with(path, &Device::Cpu, LoadOptions::exact())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .model
+}
+
+fn assert_matches(label: &str, model: &mut dyn CausalLm, r: &Reference) {
+    model.truncate(0);
+    let logits = model.forward(&r.ids, 0, Logits::All).unwrap();
+    let d = max_diff(&logits, &r.logits);
+    assert!(d < TOL, "{label}: max |modu - transformers| = {d}");
+}
+
+/// A copy of a fixture directory with some files replaced (weights are linked, not copied).
+fn variant_dir(variant: &str, tag: &str, replace: &[(&str, &[u8])]) -> PathBuf {
+    let src = fixture(variant);
+    let dir = scratch(&format!("{variant}-{tag}"));
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if replace.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        std::os::unix::fs::symlink(e.path(), dir.join(&name)).unwrap();
     }
-    let mut tensors = Vec::new();
-    if rope["rope_type"] == "llama3" {
-        let div = llama3_divisors(rope, head_dim);
-        tensors.push(f32_tensor("rope_freqs.weight", &Tensor::new(div, &Device::Cpu).unwrap()));
+    for (name, bytes) in replace {
+        std::fs::write(dir.join(name), bytes).unwrap();
     }
-    let (renames, layer_prefix) = match arch {
-        "exaone4" => (EXAONE4_RENAMES, "model.layers."),
-        _ => (EXAONE_RENAMES, "transformer.h."),
-    };
+    dir
+}
+
+#[test]
+fn hf_directories_match_transformers() {
+    for v in VARIANTS {
+        assert_matches(&format!("{v} (HF directory)"), load(&fixture(v)).as_mut(), &reference(v));
+    }
+}
+
+/// The spelling LG publishes on the hub (num_layers, layer_norm_epsilon, rope_theta +
+/// rope_scaling, exaone4_5_text, no layer_types in the dense 1.2B-like config).
+#[test]
+fn hub_spelling_configs_match_transformers() {
+    for v in VARIANTS {
+        let hub = std::fs::read(fixture(v).join("config.hub.json")).unwrap();
+        let dir = variant_dir(v, "hub", &[("config.json", &hub)]);
+        assert_matches(&format!("{v} (hub config)"), load(&dir).as_mut(), &reference(v));
+    }
+}
+
+#[test]
+fn converted_gguf_f32_and_f16_match_transformers() {
+    for v in VARIANTS {
+        let ckpt = HfCheckpoint::open(&fixture(v)).unwrap();
+        let dir = scratch(&format!("convert-{v}"));
+        for ty in [OutType::F32, OutType::F16] {
+            let out = dir.join(format!("{v}-{ty:?}.gguf"));
+            convert::convert(&ckpt, &out, ty, |_, _, _| {}).unwrap();
+            let mut loaded = modu_core::loader::load_with(&out, &Device::Cpu, LoadOptions::exact()).unwrap();
+            assert_matches(&format!("{v} (GGUF {ty:?})"), loaded.model.as_mut(), &reference(v));
+            // The vocabulary travels with the weights: GGUF and HF directory tokenize alike.
+            let tok_ref: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(fixture(v).join("tokenizer_reference.json")).unwrap()).unwrap();
+            for (text, ids) in tok_ref["texts"].as_array().unwrap().iter().zip(tok_ref["ids"].as_array().unwrap()) {
+                let want: Vec<u32> = ids.as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+                let got = loaded.tokenizer.encode(text.as_str().unwrap(), false, true).unwrap();
+                assert_eq!(got, want, "{v} {ty:?}: tokens of {text}");
+            }
+        }
+        let f32_len = std::fs::metadata(dir.join(format!("{v}-F32.gguf"))).unwrap().len();
+        let f16_len = std::fs::metadata(dir.join(format!("{v}-F16.gguf"))).unwrap().len();
+        assert!(f16_len * 10 < f32_len * 6, "{v}: f16 file {f16_len} B is not about half of f32 {f32_len} B");
+    }
+}
+
+/// bf16 weights split over two shards by an index, experts of one layer in different shards.
+#[test]
+fn sharded_bf16_checkpoint_matches_transformers() {
+    let v = "exaone_moe";
+    let weights = candle_core::safetensors::load(fixture(v).join("model.safetensors"), &Device::Cpu).unwrap();
     let mut names: Vec<&String> = weights.keys().collect();
     names.sort();
-    for hf in names {
-        let gguf = match hf.as_str() {
-            "model.embed_tokens.weight" | "transformer.wte.weight" => "token_embd.weight".to_string(),
-            "model.norm.weight" | "transformer.ln_f.weight" => "output_norm.weight".to_string(),
-            "lm_head.weight" => "output.weight".to_string(),
-            other => {
-                let rest = other.strip_prefix(layer_prefix).unwrap_or_else(|| panic!("unexpected tensor {other}"));
-                let (layer, rest) = rest.split_once('.').unwrap();
-                let module = rest.strip_suffix(".weight").unwrap();
-                let (_, to) = renames.iter().find(|(from, _)| *from == module).unwrap_or_else(|| panic!("unmapped {other}"));
-                format!("blk.{layer}.{to}.weight")
-            }
-        };
-        tensors.push(f32_tensor(&gguf, &weights[hf]));
+    let dir = variant_dir(v, "bf16-sharded", &[]);
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let mut shards: [std::collections::HashMap<String, Tensor>; 2] = Default::default();
+    let mut map = serde_json::Map::new();
+    for (i, n) in names.iter().enumerate() {
+        let t = weights[*n].to_dtype(DType::BF16).unwrap();
+        shards[i % 2].insert((*n).clone(), t);
+        map.insert((*n).clone(), format!("model-0000{}-of-00002.safetensors", i % 2 + 1).into());
     }
-    std::fs::write(out, build(&kvs, &tensors)).unwrap();
+    for (i, s) in shards.iter().enumerate() {
+        candle_core::safetensors::save(s, dir.join(format!("model-0000{}-of-00002.safetensors", i + 1))).unwrap();
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    assert_matches("exaone_moe (bf16, 2 shards)", load(&dir).as_mut(), &reference(v));
 }
 
-fn check(variant: &str, arch: &str) {
-    let dir = fixture(variant);
-    let out = scratch(&format!("exaone-{variant}")).join("model.gguf");
-    hf_to_gguf(&dir, &out, arch);
-    let reference = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
-    let ids: Vec<u32> = reference["input_ids"].to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();
-    let mut m = modu_core::loader::load_with(&out, &Device::Cpu, LoadOptions::exact()).unwrap();
-    let logits = m.model.forward(&ids, 0, Logits::All).unwrap();
-    let diff = (logits - &reference["logits"]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-    assert!(diff < 1e-4, "{variant}: max |modu - transformers| = {diff}");
+/// Prefill k tokens, then one token at a time through the KV cache (past the window of 8).
+#[test]
+fn prefill_then_decode_equals_full_prefill() {
+    for v in VARIANTS {
+        let r = reference(v);
+        let mut m = load(&fixture(v));
+        let k = 5;
+        let mut rows = vec![m.forward(&r.ids[..k], 0, Logits::All).unwrap()];
+        for (i, &id) in r.ids.iter().enumerate().skip(k) {
+            rows.push(m.forward(&[id], i, Logits::All).unwrap());
+        }
+        let stepped = Tensor::cat(&rows, 0).unwrap();
+        let d = max_diff(&stepped, &r.logits);
+        assert!(d < TOL, "{v}: stepwise decode differs from transformers by {d}");
+    }
+}
+
+/// One sliding layer (window 8) taken from the hybrid fixture.
+fn sliding_only_model() -> Box<dyn CausalLm> {
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("exaone4_hybrid").join("config.json")).unwrap()).unwrap();
+    cfg["num_hidden_layers"] = 1.into();
+    cfg["layer_types"] = serde_json::json!(["sliding_attention"]);
+    cfg["max_position_embeddings"] = 4096.into();
+    let dir = variant_dir("exaone4_hybrid", "sliding-only", &[("config.json", cfg.to_string().as_bytes())]);
+    load(&dir)
 }
 
 #[test]
-fn exaone4_dense_gguf_matches_transformers() {
-    check("exaone4_dense", "exaone4");
+fn sliding_only_model_ignores_tokens_older_than_the_window() {
+    let mut m = sliding_only_model();
+    let ids = reference("exaone4_hybrid").ids;
+    let last = |m: &mut dyn CausalLm, ids: &[u32]| {
+        m.truncate(0);
+        m.forward(ids, 0, Logits::Last).unwrap()
+    };
+    let base = last(m.as_mut(), &ids);
+    // Tokens 0..16 are outside the window of the last position (23): no effect at all.
+    let mut far = ids.clone();
+    for t in far.iter_mut().take(16) {
+        *t = (*t + 7) % 512;
+    }
+    assert_eq!(max_diff(&last(m.as_mut(), &far), &base), 0.0, "a token older than the window changed the logits");
+    // Control: token 16 is inside the window and must matter.
+    let mut near = ids.clone();
+    near[16] = (near[16] + 7) % 512;
+    assert!(max_diff(&last(m.as_mut(), &near), &base) > 1e-3, "a token inside the window had no effect");
+
+    // Decoding far beyond the window keeps the sliding cache bounded and exact.
+    let long: Vec<u32> = (0..300u32).map(|i| (i * 37 + 11) % 512).collect();
+    m.truncate(0);
+    let full = m.forward(&long, 0, Logits::All).unwrap();
+    m.truncate(0);
+    let mut rows = vec![m.forward(&long[..3], 0, Logits::All).unwrap()];
+    let mut bytes_at = Vec::new();
+    for (i, &id) in long.iter().enumerate().skip(3) {
+        rows.push(m.forward(&[id], i, Logits::All).unwrap());
+        if i == 100 || i == 299 {
+            bytes_at.push(m.kv_bytes());
+        }
+    }
+    let d = max_diff(&Tensor::cat(&rows, 0).unwrap(), &full);
+    assert!(d < TOL, "stepwise decode over 300 tokens differs from full prefill by {d}");
+    assert_eq!(bytes_at[0], bytes_at[1], "the sliding layer's KV cache grew with the sequence");
+    assert_eq!(m.info().kv_bytes_per_token, 0, "a sliding-only model adds no KV bytes per token");
 }
 
+/// Trap 1 of the spec: RoPE on the global layer of a hybrid model must change the logits, so the
+/// reference comparison above would catch a lost NoPE rule.
 #[test]
-fn exaone4_hybrid_gguf_matches_transformers() {
-    check("exaone4_hybrid", "exaone4");
-}
-
-#[test]
-fn exaone3_gguf_matches_transformers() {
-    check("exaone", "exaone");
+fn rope_on_a_global_layer_changes_the_logits() {
+    let v = "exaone4_hybrid";
+    let r = reference(v);
+    let ckpt = HfCheckpoint::open(&fixture(v)).unwrap();
+    let cfg = exaone4::Config::from_checkpoint(&ckpt, &Device::Cpu).unwrap();
+    assert_eq!(cfg.rope_layers, vec![true, true, true, false], "NoPE on the global layer only");
+    let mut m = exaone4::build(&cfg, &ckpt, &Device::Cpu, LoadOptions::exact()).unwrap();
+    assert_matches("hybrid as configured", &mut m, &r);
+    let mut wrong = cfg.clone();
+    wrong.rope_layers = vec![true; 4];
+    let mut m = exaone4::build(&wrong, &ckpt, &Device::Cpu, LoadOptions::exact()).unwrap();
+    let logits = m.forward(&r.ids, 0, Logits::All).unwrap();
+    let d = max_diff(&logits, &r.logits);
+    assert!(d > 1e-2, "RoPE on the global layer moved the logits by only {d}");
 }

@@ -98,7 +98,7 @@ impl<'m> Session<'m> {
         let common = self.tokens.iter().zip(ids).take_while(|(a, b)| a == b).count();
         // At least the last token runs, to produce logits.
         let keep = common.min(ids.len() - 1);
-        self.model.truncate(keep);
+        let keep = self.model.truncate(keep);
         self.tokens.truncate(keep);
         let mut logits = None;
         for chunk in ids[keep..].chunks(PREFILL_BATCH) {

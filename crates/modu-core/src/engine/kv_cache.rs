@@ -1,4 +1,5 @@
-//! Per-layer key/value cache with amortised growth.
+//! Per-layer key/value cache with amortised growth. A sliding-window layer keeps only the keys
+//! its next query can still see, so its memory stays bounded by the window.
 
 use candle_core::{DType, Tensor};
 
@@ -11,13 +12,28 @@ use crate::error::Result;
 pub struct KvCache {
     k: Option<Tensor>,
     v: Option<Tensor>,
+    /// Positions seen (the absolute end).
     len: usize,
+    /// Absolute position of the first stored row (> 0 only for windowed caches).
+    start: usize,
+    /// Attention window: rows older than the window of the next query are dropped.
+    window: Option<usize>,
     dtype: DType,
 }
 
 impl KvCache {
     pub fn new(dtype: DType) -> Self {
-        Self { k: None, v: None, len: 0, dtype }
+        Self { k: None, v: None, len: 0, start: 0, window: None, dtype }
+    }
+
+    /// A cache for a sliding-window layer: holds at most about two windows of rows.
+    pub fn windowed(dtype: DType, window: Option<usize>) -> Self {
+        Self { window: window.filter(|w| *w > 0), ..Self::new(dtype) }
+    }
+
+    /// Absolute position of the first row that `append` returns.
+    pub fn start(&self) -> usize {
+        self.start
     }
 
     pub fn dtype(&self) -> DType {
@@ -32,15 +48,26 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Forgets everything after the first `len` positions (the tail of a previous turn).
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+    /// Forgets everything after the first `len` positions (the tail of a previous turn) and
+    /// returns how many positions are kept: `len`, or 0 when a windowed cache has already dropped
+    /// rows that a query at `len` would need (then it starts over).
+    pub fn truncate(&mut self, len: usize) -> usize {
+        let len = self.len.min(len);
+        let first_needed = self.window.map_or(0, |w| (len + 1).saturating_sub(w));
+        if first_needed < self.start {
+            self.len = 0;
+            self.start = 0;
+            return 0;
+        }
+        self.len = len;
+        len
     }
 
     pub fn clear(&mut self) {
         self.k = None;
         self.v = None;
         self.len = 0;
+        self.start = 0;
     }
 
     /// Bytes held by the allocated buffers.
@@ -52,37 +79,48 @@ impl KvCache {
             .sum()
     }
 
-    /// Appends new keys and values and returns views of the whole cache, in the cache's dtype.
+    /// Appends new keys and values and returns views of the stored rows, in the cache's dtype;
+    /// the first row is at absolute position [`KvCache::start`].
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let k = &k.to_dtype(self.dtype)?;
         let v = &v.to_dtype(self.dtype)?;
         let n = k.dim(2)?;
-        let needed = self.len + n;
+        let stored = self.len - self.start;
         let cap = self.k.as_ref().map(|t| t.dim(2)).transpose()?.unwrap_or(0);
-        if needed > cap {
-            let new_cap = needed.max(cap * 2).max(64);
+        if stored + n > cap {
+            // Rows the first new query can no longer see go first (windowed layers only).
+            let keep_from = self.window.map_or(self.start, |w| (self.len + 1).saturating_sub(w).max(self.start));
+            let kept = self.len - keep_from;
+            let skip = keep_from - self.start;
+            let new_cap = match self.window {
+                Some(w) if kept + n <= cap => cap.max((kept + n).max(2 * w)),
+                Some(w) => (kept + n).max(2 * w).max(64),
+                None => (kept + n).max(cap * 2).max(64),
+            };
             let (b, h, _, d) = k.dims4()?;
-            let len = self.len;
-            let grow = |old: &Option<Tensor>, like: &Tensor| -> Result<Tensor> {
+            let move_rows = |old: &Option<Tensor>, like: &Tensor| -> Result<Tensor> {
                 let t = Tensor::zeros((b, h, new_cap, d), like.dtype(), like.device())?;
                 if let Some(old) = old {
-                    if len > 0 {
-                        t.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+                    if kept > 0 {
+                        t.slice_set(&old.narrow(2, skip, kept)?.contiguous()?, 2, 0)?;
                     }
                 }
                 Ok(t)
             };
-            self.k = Some(grow(&self.k, k)?);
-            self.v = Some(grow(&self.v, v)?);
+            self.k = Some(move_rows(&self.k, k)?);
+            self.v = Some(move_rows(&self.v, v)?);
+            self.start = keep_from;
         }
         let (kc, vc) = match (&self.k, &self.v) {
             (Some(kc), Some(vc)) => (kc, vc),
             _ => unreachable!("buffers allocated above"),
         };
-        kc.slice_set(&k.contiguous()?, 2, self.len)?;
-        vc.slice_set(&v.contiguous()?, 2, self.len)?;
-        self.len = needed;
-        Ok((kc.narrow(2, 0, self.len)?, vc.narrow(2, 0, self.len)?))
+        let at = self.len - self.start;
+        kc.slice_set(&k.contiguous()?, 2, at)?;
+        vc.slice_set(&v.contiguous()?, 2, at)?;
+        self.len += n;
+        let stored = self.len - self.start;
+        Ok((kc.narrow(2, 0, stored)?, vc.narrow(2, 0, stored)?))
     }
 }
 
@@ -113,6 +151,34 @@ mod tests {
         let (kk, _) = c.append(&Tensor::full(99f32, (1, 2, 1, 4), &dev)?, &Tensor::zeros((1, 2, 1, 4), DType::F32, &dev)?)?;
         all.push(99.0);
         assert_eq!(kk.i((0, 0, .., 0))?.to_vec1::<f32>()?, all);
+        Ok(())
+    }
+
+    // Window 4: rows outside the next query's window are dropped, memory stays bounded, and every
+    // returned row is the one appended at its position.
+    #[test]
+    fn windowed_cache_keeps_what_queries_need() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut c = KvCache::windowed(DType::F32, Some(4));
+        let mut max_cap = 0;
+        for pos in 0..300 {
+            let n = if pos % 50 == 0 { 3 } else { 1 };
+            let k = Tensor::full(pos as f32, (1, 1, n, 2), &dev)?;
+            let before = c.len();
+            let (kk, _) = c.append(&k, &k)?;
+            let rows: Vec<f32> = kk.i((0, 0, .., 0))?.to_vec1()?;
+            // The first new query (at `before`) sees keys before-3..=before: all must be there.
+            assert!(c.start() <= before.saturating_sub(3), "pos {pos}: start {} drops needed keys", c.start());
+            assert_eq!(rows.len(), c.len() - c.start());
+            assert_eq!(*rows.last().unwrap(), pos as f32);
+            max_cap = max_cap.max(c.allocated_bytes());
+        }
+        assert!(max_cap <= 2 * 64 * 2 * 4, "windowed cache grew to {max_cap} bytes");
+        // Rewinding past the dropped rows starts over instead of attending to missing keys.
+        let len = c.len();
+        assert_eq!(c.truncate(len - 1), len - 1);
+        assert_eq!(c.truncate(10), 0);
+        assert_eq!(c.len(), 0);
         Ok(())
     }
 }

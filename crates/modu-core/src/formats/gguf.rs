@@ -12,6 +12,7 @@ use candle_core::quantized::gguf_file::{self, Content, TensorInfo, Value, Versio
 use candle_core::quantized::{ggml_file, GgmlDType, QTensor};
 use candle_core::Device;
 
+use super::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 
 const MAX_DIMS: u32 = 4;
@@ -419,89 +420,6 @@ impl GgufFile {
         Ok(Self { path: path.to_path_buf(), content, map })
     }
 
-    pub fn metadata(&self) -> &HashMap<String, Value> {
-        &self.content.metadata
-    }
-
-    pub fn architecture(&self) -> Result<String> {
-        self.get_str("general.architecture")
-    }
-
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.content.metadata.get(key)
-    }
-
-    pub fn get_str(&self, key: &str) -> Result<String> {
-        match self.get(key) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(Error::Metadata(format!("'{key}' is not a string"))),
-            None => Err(Error::Metadata(format!("missing key '{key}'"))),
-        }
-    }
-
-    /// Any integer type, as llama.cpp accepts.
-    pub fn get_u64_opt(&self, key: &str) -> Result<Option<u64>> {
-        let v = match self.get(key) {
-            None => return Ok(None),
-            Some(v) => v,
-        };
-        let n: Option<u64> = match v {
-            Value::U8(x) => Some(*x as u64),
-            Value::U16(x) => Some(*x as u64),
-            Value::U32(x) => Some(*x as u64),
-            Value::U64(x) => Some(*x),
-            Value::I8(x) => u64::try_from(*x).ok(),
-            Value::I16(x) => u64::try_from(*x).ok(),
-            Value::I32(x) => u64::try_from(*x).ok(),
-            Value::I64(x) => u64::try_from(*x).ok(),
-            _ => None,
-        };
-        n.map(Some).ok_or_else(|| Error::Metadata(format!("'{key}' is not a non-negative integer")))
-    }
-
-    pub fn get_usize(&self, key: &str) -> Result<usize> {
-        self.get_u64_opt(key)?
-            .map(|v| v as usize)
-            .ok_or_else(|| Error::Metadata(format!("missing key '{key}'")))
-    }
-
-    pub fn get_usize_opt(&self, key: &str) -> Result<Option<usize>> {
-        Ok(self.get_u64_opt(key)?.map(|v| v as usize))
-    }
-
-    pub fn get_f32_opt(&self, key: &str) -> Result<Option<f32>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::F32(x)) => Ok(Some(*x)),
-            Some(Value::F64(x)) => Ok(Some(*x as f32)),
-            Some(_) => Err(Error::Metadata(format!("'{key}' is not a float"))),
-        }
-    }
-
-    pub fn get_bool_opt(&self, key: &str) -> Result<Option<bool>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(Error::Metadata(format!("'{key}' is not a bool"))),
-        }
-    }
-
-    pub fn get_array(&self, key: &str) -> Result<Option<&Vec<Value>>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Array(a)) => Ok(Some(a)),
-            Some(_) => Err(Error::Metadata(format!("'{key}' is not an array"))),
-        }
-    }
-
-    pub fn has_tensor(&self, name: &str) -> bool {
-        self.content.tensor_infos.contains_key(name)
-    }
-
-    pub fn tensor_dims(&self, name: &str) -> Option<&[usize]> {
-        self.content.tensor_infos.get(name).map(|t| t.shape.dims())
-    }
-
     fn raw(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
         let info = self
             .content
@@ -515,22 +433,13 @@ impl GgufFile {
         Ok((info, &self.map[start..start + nbytes]))
     }
 
-    /// Decodes one tensor from the mapped file.
-    pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
-        let (info, raw) = self.raw(name)?;
-        let t = ggml_file::qtensor_from_ggml(info.ggml_dtype, raw, info.shape.dims().to_vec(), device);
-        self.release(raw);
-        Ok(t?)
-    }
-
-    /// Like [`GgufFile::tensor`], but Q4_0 and Q5_0 come back losslessly re-encoded as Q8_0,
-    /// which has fast matmul kernels.
-    pub fn tensor_for_matmul(&self, name: &str, device: &Device) -> Result<QTensor> {
-        let (info, raw) = self.raw(name)?;
-        let t = if super::requant::converts(info.ggml_dtype) {
-            super::requant::to_q8_0(info.ggml_dtype, raw, info.shape.dims(), device)
+    /// Decodes raw tensor bytes, re-encoding Q4_0 and Q5_0 losslessly as Q8_0 (which has fast
+    /// matmul kernels) when `for_matmul`.
+    fn decode(&self, dtype: GgmlDType, raw: &[u8], dims: &[usize], for_matmul: bool, device: &Device) -> Result<QTensor> {
+        let t = if for_matmul && super::requant::converts(dtype) {
+            super::requant::to_q8_0(dtype, raw, dims, device)
         } else {
-            Ok(ggml_file::qtensor_from_ggml(info.ggml_dtype, raw, info.shape.dims().to_vec(), device)?)
+            Ok(ggml_file::qtensor_from_ggml(dtype, raw, dims.to_vec(), device)?)
         };
         self.release(raw);
         t
@@ -557,5 +466,47 @@ impl GgufFile {
             .values()
             .map(|i| (i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size()) as u64)
             .sum()
+    }
+}
+
+impl Checkpoint for GgufFile {
+    fn metadata(&self) -> &HashMap<String, Value> {
+        &self.content.metadata
+    }
+
+    fn tensor_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.content.tensor_infos.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn tensor_dims(&self, name: &str) -> Option<&[usize]> {
+        self.content.tensor_infos.get(name).map(|t| t.shape.dims())
+    }
+
+    fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
+        let (info, raw) = self.raw(name)?;
+        self.decode(info.ggml_dtype, raw, info.shape.dims(), false, device)
+    }
+
+    fn tensor_for_matmul(&self, name: &str, device: &Device) -> Result<QTensor> {
+        let (info, raw) = self.raw(name)?;
+        self.decode(info.ggml_dtype, raw, info.shape.dims(), true, device)
+    }
+
+    fn tensor_split(&self, name: &str, device: &Device) -> Result<Vec<QTensor>> {
+        let (info, raw) = self.raw(name)?;
+        let dims = info.shape.dims();
+        let n = dims[0];
+        let part_dims = &dims[1..];
+        let part_elems: usize = part_dims.iter().product();
+        let bs = info.ggml_dtype.block_size();
+        if n == 0 || part_dims.is_empty() || part_elems % bs != 0 {
+            return Err(Error::Metadata(format!("tensor '{name}' of shape {dims:?} cannot be split along its first dimension")));
+        }
+        let part_bytes = part_elems / bs * info.ggml_dtype.type_size();
+        raw.chunks_exact(part_bytes)
+            .map(|chunk| self.decode(info.ggml_dtype, chunk, part_dims, true, device))
+            .collect()
     }
 }

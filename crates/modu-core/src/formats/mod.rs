@@ -1,6 +1,11 @@
 //! Model file formats.
 
+pub mod checkpoint;
+pub mod hf;
+pub mod hf_config;
+pub mod hf_tokenizer;
 pub mod gguf;
+pub mod gguf_writer;
 pub mod requant;
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 
 use candle_core::{Device, Tensor};
 
-use super::layers::{self, Embedding, GgufWeights, Linear, RmsNorm};
+use super::layers::{self, Embedding, Weights, Linear, RmsNorm};
 use super::{CausalLm, Logits, ModelInfo};
 use crate::engine::kv_cache::KvCache;
 use crate::error::Result;
@@ -27,7 +27,7 @@ pub struct Decoder<L: Layer> {
 
 impl<L: Layer> Decoder<L> {
     /// Loads `token_embd`, `output_norm` and `output` (tied to the embedding when absent).
-    pub fn new(w: &GgufWeights, layers: Vec<L>, rms_eps: f64, embed_scale: Option<f64>, info: ModelInfo) -> Result<Self> {
+    pub fn new(w: &Weights, layers: Vec<L>, rms_eps: f64, embed_scale: Option<f64>, info: ModelInfo) -> Result<Self> {
         let embed = w.embedding("token_embd.weight", info.vocab_size, info.hidden_size)?;
         let lm_head = if w.has("output.weight") {
             w.linear("output.weight", info.vocab_size, info.hidden_size)?
@@ -85,8 +85,18 @@ impl<L: Layer> CausalLm for Decoder<L> {
         Ok(self.lm_head.forward(&self.norm.forward(&x)?)?.squeeze(0)?)
     }
 
-    fn truncate(&mut self, len: usize) {
-        self.layers.iter_mut().for_each(|l| l.cache_mut().truncate(len));
+    fn truncate(&mut self, len: usize) -> usize {
+        let kept = self.layers.iter_mut().map(|l| l.cache_mut().truncate(len)).min().unwrap_or(0);
+        if kept < len {
+            // A windowed layer could not keep `len`: every layer starts over together.
+            self.layers.iter_mut().for_each(|l| l.cache_mut().clear());
+            return 0;
+        }
+        kept
+    }
+
+    fn kv_bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.cache().allocated_bytes()).sum()
     }
 
     fn cached_len(&self) -> usize {

@@ -9,10 +9,10 @@ use candle_core::Device;
 use super::layers::{LoadOptions, RopeStyle};
 use super::llama;
 use crate::error::Result;
-use crate::formats::gguf::GgufFile;
+use crate::formats::checkpoint::Checkpoint;
 
-pub fn from_gguf(g: &GgufFile, device: &Device, opts: LoadOptions) -> Result<llama::Model> {
-    let mut cfg = llama::Config::from_gguf(g, "exaone", RopeStyle::Neox, device)?;
+pub fn from_checkpoint(g: &dyn Checkpoint, device: &Device, opts: LoadOptions) -> Result<llama::Model> {
+    let mut cfg = llama::Config::from_checkpoint(g, "exaone", RopeStyle::Neox, device)?;
     // EXAONE 3.x checkpoints without rope.freq_base use 500 000 (3.0); transformers' default too.
     if g.get("exaone.rope.freq_base").is_none() {
         cfg.rope_theta = 500_000.0;

@@ -9,12 +9,12 @@
 use candle_core::{Device, Tensor};
 use candle_core::quantized::gguf_file::Value;
 
-use super::layers::{Activation, GatedMlp, GgufWeights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
+use super::layers::{Activation, GatedMlp, Weights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
 use crate::error::{Error, Result};
-use crate::formats::gguf::GgufFile;
+use crate::formats::checkpoint::Checkpoint;
 
 const ARCH: &str = "exaone4";
 
@@ -33,28 +33,35 @@ pub struct Config {
     pub sliding_window: Option<usize>,
     /// One entry per layer: true = sliding-window attention.
     pub sliding_layers: Vec<bool>,
+    /// One entry per layer: true = RoPE on Q and K (trap 1, see [`Config::uses_rope`]).
+    pub rope_layers: Vec<bool>,
     pub context_length: usize,
     pub vocab_size: usize,
 }
 
 impl Config {
-    pub fn from_gguf(g: &GgufFile, device: &Device) -> Result<Self> {
-        let hidden_size = meta_usize(g, ARCH, "embedding_length", limits::HIDDEN)?;
-        let n_heads = meta_usize(g, ARCH, "attention.head_count", limits::HEADS)?;
-        let n_kv_heads = meta_usize_or(g, ARCH, "attention.head_count_kv", n_heads, n_heads)?;
+    pub fn from_checkpoint(g: &dyn Checkpoint, device: &Device) -> Result<Self> {
+        Self::read(g, ARCH, device)
+    }
+
+    /// Reads the `{arch}.*` keys this attention shares with `exaone-moe`.
+    pub fn read(g: &dyn Checkpoint, arch: &str, device: &Device) -> Result<Self> {
+        let hidden_size = meta_usize(g, arch, "embedding_length", limits::HIDDEN)?;
+        let n_heads = meta_usize(g, arch, "attention.head_count", limits::HEADS)?;
+        let n_kv_heads = meta_usize_or(g, arch, "attention.head_count_kv", n_heads, n_heads)?;
         if n_heads % n_kv_heads != 0 {
             return Err(Error::Metadata(format!("{n_heads} heads are not a multiple of {n_kv_heads} KV heads")));
         }
-        let head_dim = meta_usize_or(g, ARCH, "attention.key_length", hidden_size / n_heads, limits::HEAD_DIM)?;
-        let block_count = meta_usize(g, ARCH, "block_count", limits::LAYERS)?;
+        let head_dim = meta_usize_or(g, arch, "attention.key_length", hidden_size / n_heads, limits::HEAD_DIM)?;
+        let block_count = meta_usize(g, arch, "block_count", limits::LAYERS)?;
         // Trap 3: NextN layers sit at the end of block_count and never run here.
-        let nextn = g.get_usize_opt(&format!("{ARCH}.nextn_predict_layers"))?.unwrap_or(0);
+        let nextn = g.get_usize_opt(&format!("{arch}.nextn_predict_layers"))?.unwrap_or(0);
         if nextn >= block_count {
             return Err(Error::Metadata(format!("nextn_predict_layers {nextn} >= block_count {block_count}")));
         }
         let n_layers = block_count - nextn;
-        let sliding_window = g.get_usize_opt(&format!("{ARCH}.attention.sliding_window"))?.filter(|w| *w > 0);
-        let sliding_layers = match (sliding_window, g.get_array(&format!("{ARCH}.attention.sliding_window_pattern"))?) {
+        let sliding_window = g.get_usize_opt(&format!("{arch}.attention.sliding_window"))?.filter(|w| *w > 0);
+        let sliding_layers = match (sliding_window, g.get_array(&format!("{arch}.attention.sliding_window_pattern"))?) {
             (None, _) => vec![false; n_layers],
             (Some(_), Some(pattern)) => {
                 if pattern.len() < n_layers {
@@ -75,42 +82,59 @@ impl Config {
             (Some(_), None) => (0..n_layers).map(|i| (i + 1) % 4 != 0).collect(),
         };
         let rope_freq_divisors = if g.has_tensor("rope_freqs.weight") {
-            Some(GgufWeights::new(g, device, LoadOptions::default()).vector("rope_freqs.weight", head_dim / 2)?.to_vec1::<f32>()?)
+            Some(Weights::new(g, device, LoadOptions::default()).vector("rope_freqs.weight", head_dim / 2)?.to_vec1::<f32>()?)
         } else {
             None
         };
+        // Trap 1: RoPE if no window is configured at all, or on sliding layers only.
+        let rope_layers = (0..n_layers).map(|i| sliding_window.is_none() || sliding_layers[i]).collect();
         Ok(Self {
+            rope_layers,
             hidden_size,
-            intermediate_size: meta_usize(g, ARCH, "feed_forward_length", limits::FFN)?,
+            intermediate_size: meta_usize(g, arch, "feed_forward_length", limits::FFN)?,
             n_layers,
             n_heads,
             n_kv_heads,
             head_dim,
-            rms_eps: meta_f32_or(g, ARCH, "attention.layer_norm_rms_epsilon", 1e-5)? as f64,
-            rope_theta: meta_f32_or(g, ARCH, "rope.freq_base", 1_000_000.0)?,
+            rms_eps: meta_f32_or(g, arch, "attention.layer_norm_rms_epsilon", 1e-5)? as f64,
+            rope_theta: meta_f32_or(g, arch, "rope.freq_base", 1_000_000.0)?,
             rope_freq_divisors,
             sliding_window,
             sliding_layers,
-            context_length: meta_usize_or(g, ARCH, "context_length", 65536, limits::CONTEXT)?,
+            context_length: meta_usize_or(g, arch, "context_length", 65536, limits::CONTEXT)?,
             vocab_size: super::vocab_size(g)?,
         })
     }
 
-    /// Trap 1: RoPE if no window is configured at all, or on sliding layers only.
+    /// KV bytes one more token adds: sliding layers keep a window-sized cache, so only global
+    /// layers grow.
+    pub fn kv_bytes_per_token(&self, kv_dtype: candle_core::DType) -> usize {
+        let growing = (0..self.n_layers).filter(|&i| self.window(i).is_none()).count();
+        growing * 2 * self.n_kv_heads * self.head_dim * kv_dtype.size_in_bytes()
+    }
+
+    /// The attention window of a layer: the configured one on sliding layers, none on global ones.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        if self.sliding_layers[layer] {
+            self.sliding_window
+        } else {
+            None
+        }
+    }
+
     pub fn uses_rope(&self, layer: usize) -> bool {
-        self.sliding_window.is_none() || self.sliding_layers[layer]
+        self.rope_layers[layer]
     }
 
     /// QK-norm before RoPE; RoPE per trap 1; the window on sliding layers only.
-    fn attention(&self, w: &GgufWeights, p: &str, layer: usize) -> Result<SelfAttention> {
+    pub fn attention(&self, w: &Weights, p: &str, layer: usize) -> Result<SelfAttention> {
         let heads = Heads { hidden: self.hidden_size, n_heads: self.n_heads, n_kv_heads: self.n_kv_heads, head_dim: self.head_dim };
         let rope = if self.uses_rope(layer) {
             Some(Rope::new(self.head_dim, self.rope_theta, self.rope_freq_divisors.as_deref(), RopeStyle::Neox, w.device)?)
         } else {
             None
         };
-        let window = if self.sliding_layers[layer] { self.sliding_window } else { None };
-        SelfAttention::new(w, p, heads, Some(self.rms_eps), rope, window)
+        SelfAttention::new(w, p, heads, Some(self.rms_eps), rope, self.window(layer))
     }
 }
 
@@ -122,7 +146,7 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(cfg: &Config, w: &GgufWeights, layer: usize) -> Result<Self> {
+    fn new(cfg: &Config, w: &Weights, layer: usize) -> Result<Self> {
         let p = format!("blk.{layer}");
         let h = cfg.hidden_size;
         Ok(Self {
@@ -152,11 +176,15 @@ impl Layer for DecoderLayer {
 
 pub type Model = Decoder<DecoderLayer>;
 
-pub fn from_gguf(g: &GgufFile, device: &Device, opts: LoadOptions) -> Result<Model> {
-    let cfg = Config::from_gguf(g, device)?;
-    let w = GgufWeights::new(g, device, opts);
+pub fn from_checkpoint(g: &dyn Checkpoint, device: &Device, opts: LoadOptions) -> Result<Model> {
+    build(&Config::from_checkpoint(g, device)?, g, device, opts)
+}
+
+/// Builds the model of `cfg` from the weights of `g`.
+pub fn build(cfg: &Config, g: &dyn Checkpoint, device: &Device, opts: LoadOptions) -> Result<Model> {
+    let w = Weights::new(g, device, opts);
     let layers = (0..cfg.n_layers)
-        .map(|i| DecoderLayer::new(&cfg, &w, i))
+        .map(|i| DecoderLayer::new(cfg, &w, i))
         .collect::<Result<Vec<_>>>()?;
     let info = ModelInfo {
         architecture: ARCH.into(),
@@ -164,7 +192,7 @@ pub fn from_gguf(g: &GgufFile, device: &Device, opts: LoadOptions) -> Result<Mod
         hidden_size: cfg.hidden_size,
         vocab_size: cfg.vocab_size,
         context_length: cfg.context_length,
-        kv_bytes_per_token: cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * opts.kv_dtype.size_in_bytes(),
+        kv_bytes_per_token: cfg.kv_bytes_per_token(opts.kv_dtype),
     };
     Decoder::new(&w, layers, cfg.rms_eps, None, info)
 }

@@ -7,12 +7,12 @@
 
 use candle_core::{Device, Tensor};
 
-use super::layers::{Activation, GatedMlp, GgufWeights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
+use super::layers::{Activation, GatedMlp, Weights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
 use crate::error::Result;
-use crate::formats::gguf::GgufFile;
+use crate::formats::checkpoint::Checkpoint;
 
 const ARCH: &str = "gemma3";
 /// Every sixth layer is global; the others see a sliding window.
@@ -35,7 +35,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+    pub fn from_checkpoint(g: &dyn Checkpoint) -> Result<Self> {
         let hidden_size = meta_usize(g, ARCH, "embedding_length", limits::HIDDEN)?;
         let n_heads = meta_usize(g, ARCH, "attention.head_count", limits::HEADS)?;
         Ok(Self {
@@ -58,7 +58,7 @@ impl Config {
     }
 
     /// QK-norm before RoPE on every layer; sliding layers use the local RoPE base and the window.
-    fn attention(&self, w: &GgufWeights, p: &str, layer: usize) -> Result<SelfAttention> {
+    fn attention(&self, w: &Weights, p: &str, layer: usize) -> Result<SelfAttention> {
         let sliding = self.is_sliding(layer);
         let theta = if sliding { LOCAL_ROPE_THETA } else { self.rope_theta };
         let heads = Heads { hidden: self.hidden_size, n_heads: self.n_heads, n_kv_heads: self.n_kv_heads, head_dim: self.head_dim };
@@ -77,7 +77,7 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(cfg: &Config, w: &GgufWeights, layer: usize) -> Result<Self> {
+    fn new(cfg: &Config, w: &Weights, layer: usize) -> Result<Self> {
         let p = format!("blk.{layer}");
         let h = cfg.hidden_size;
         Ok(Self {
@@ -110,9 +110,9 @@ impl Layer for DecoderLayer {
 
 pub type Model = Decoder<DecoderLayer>;
 
-pub fn from_gguf(g: &GgufFile, device: &Device, opts: LoadOptions) -> Result<Model> {
-    let cfg = Config::from_gguf(g)?;
-    let w = GgufWeights::new(g, device, opts);
+pub fn from_checkpoint(g: &dyn Checkpoint, device: &Device, opts: LoadOptions) -> Result<Model> {
+    let cfg = Config::from_checkpoint(g)?;
+    let w = Weights::new(g, device, opts);
     let layers = (0..cfg.n_layers)
         .map(|i| DecoderLayer::new(&cfg, &w, i))
         .collect::<Result<Vec<_>>>()?;

@@ -7,7 +7,7 @@ use half::f16;
 
 use crate::engine::kv_cache::KvCache;
 use crate::error::{Error, Result};
-use crate::formats::gguf::GgufFile;
+use crate::formats::checkpoint::Checkpoint;
 
 /// How weights and caches are held in memory, and how activations are rounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,21 +31,17 @@ impl LoadOptions {
     pub fn exact() -> Self {
         Self { dequantize: true, kv_dtype: DType::F32, ggml_rounding: false }
     }
-
-    pub fn kv_cache(&self) -> KvCache {
-        KvCache::new(self.kv_dtype)
-    }
 }
 
 /// Loads GGUF tensors by name and checks their shapes against what the config implies.
-pub struct GgufWeights<'a> {
-    pub gguf: &'a GgufFile,
+pub struct Weights<'a> {
+    pub gguf: &'a dyn Checkpoint,
     pub device: &'a Device,
     pub opts: LoadOptions,
 }
 
-impl<'a> GgufWeights<'a> {
-    pub fn new(gguf: &'a GgufFile, device: &'a Device, opts: LoadOptions) -> Self {
+impl<'a> Weights<'a> {
+    pub fn new(gguf: &'a dyn Checkpoint, device: &'a Device, opts: LoadOptions) -> Self {
         Self { gguf, device, opts }
     }
 
@@ -87,6 +83,22 @@ impl<'a> GgufWeights<'a> {
     pub fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
         self.check_shape(name, &[len])?;
         Ok(self.gguf.tensor(name, self.device)?.dequantize(self.device)?)
+    }
+
+    /// A matrix [rows, cols] dequantized to f32 (MoE router weights, which run in f32).
+    pub fn matrix_f32(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor> {
+        self.check_shape(name, &[rows, cols])?;
+        Ok(self.gguf.tensor(name, self.device)?.dequantize(self.device)?)
+    }
+
+    /// A stacked weight [n, out, in] as n linear layers (one per expert).
+    pub fn linears(&self, name: &str, n: usize, out_dim: usize, in_dim: usize) -> Result<Vec<Linear>> {
+        self.check_shape(name, &[n, out_dim, in_dim])?;
+        self.gguf
+            .tensor_split(name, self.device)?
+            .into_iter()
+            .map(|q| Ok(Linear { w: self.matmul(std::sync::Arc::new(q))?, out_dim }))
+            .collect()
     }
 
     pub fn rms_norm(&self, name: &str, len: usize, eps: f64) -> Result<RmsNorm> {
@@ -138,7 +150,7 @@ impl Embedding {
     }
 
     /// The same weights as an output projection (tied embeddings).
-    pub fn as_linear(&self, w: &GgufWeights) -> Result<Linear> {
+    pub fn as_linear(&self, w: &Weights) -> Result<Linear> {
         let vocab = self.table.shape().dims()[0];
         Ok(Linear { w: w.matmul(self.table.clone())?, out_dim: vocab })
     }
@@ -229,19 +241,21 @@ impl Rope {
 }
 
 /// Additive attention mask [q_len, kv_len] for queries at positions offset.. attending keys at
-/// positions 0..kv_len: causal, and with a window W a query at q sees only keys k with q - W < k.
-pub fn attention_mask(q_len: usize, offset: usize, kv_len: usize, window: Option<usize>, device: &Device) -> Result<Option<Tensor>> {
-    let needs_window = window.is_some_and(|w| offset + q_len > w);
+/// positions k_start..k_start + kv_len: causal, and with a window W a query at q sees only keys k
+/// with q - W < k.
+pub fn attention_mask(q_len: usize, offset: usize, k_start: usize, kv_len: usize, window: Option<usize>, device: &Device) -> Result<Option<Tensor>> {
+    let needs_window = window.is_some_and(|w| offset + q_len > w + k_start);
     if q_len == 1 && !needs_window {
         return Ok(None);
     }
     let mut m = vec![0f32; q_len * kv_len];
     for i in 0..q_len {
         let q = offset + i;
-        for k in 0..kv_len {
+        for j in 0..kv_len {
+            let k = k_start + j;
             let masked = k > q || window.is_some_and(|w| q >= w && k <= q - w);
             if masked {
-                m[i * kv_len + k] = f32::NEG_INFINITY;
+                m[i * kv_len + j] = f32::NEG_INFINITY;
             }
         }
     }
@@ -249,15 +263,16 @@ pub fn attention_mask(q_len: usize, offset: usize, kv_len: usize, window: Option
 }
 
 /// Scaled dot-product attention with grouped KV heads. q: [1, n_head, q_len, hd] in f32 for
-/// positions offset..; k, v: [1, n_kv, kv_len, hd] in the cache's dtype for positions 0..kv_len;
+/// positions offset..; k, v: [1, n_kv, kv_len, hd] in the cache's dtype for positions
+/// k_start..k_start + kv_len;
 /// returns [1, q_len, n_head * hd]. Causal, and limited to `window` keys when given.
 ///
 /// With an f16 cache this follows llama.cpp's CPU flash-attention arithmetic (f16 query, online
 /// softmax, f16 output accumulator), so that both engines round alike: Gemma's activations are
 /// large enough that the rounding decides near-ties. With an f32 cache it is plain f32 math.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, window: Option<usize>, scale: f64) -> Result<Tensor> {
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, k_start: usize, window: Option<usize>, scale: f64) -> Result<Tensor> {
     if k.dtype() == DType::F16 {
-        return attention_f16(q, k, v, offset, window, scale as f32);
+        return attention_f16(q, k, v, offset, k_start, window, scale as f32);
     }
     let (b, n_head, q_len, hd) = q.dims4()?;
     let n_kv = k.dim(1)?;
@@ -270,7 +285,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, window: Opti
     let k = k.reshape((b * n_kv, kv_len, hd))?;
     let v = v.reshape((b * n_kv, kv_len, hd))?;
     let att = (q.matmul(&k.t()?)? * scale)?;
-    let att = match attention_mask(q_len, offset, kv_len, window, q.device())? {
+    let att = match attention_mask(q_len, offset, k_start, kv_len, window, q.device())? {
         Some(m) => {
             let att = att.reshape((b * n_kv, n_rep, q_len, kv_len))?;
             att.broadcast_add(&m)?.reshape((b * n_kv, n_rep * q_len, kv_len))?
@@ -365,7 +380,7 @@ fn attend_row(q: &[f32], k: &[f32], v: &[f32], keys: std::ops::Range<usize>, sca
     }
 }
 
-fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, window: Option<usize>, scale: f32) -> Result<Tensor> {
+fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, k_start: usize, window: Option<usize>, scale: f32) -> Result<Tensor> {
     use rayon::prelude::*;
     let (_, n_head, q_len, hd) = q.dims4()?;
     let n_kv = k.dim(1)?;
@@ -383,8 +398,8 @@ fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, window: Opti
         let pos = offset + i;
         let kvh = h / n_rep;
         let qrow = &qd[(h * q_len + i) * hd..][..hd];
-        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let keys = first..pos.min(kv_len - 1) + 1;
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w)).max(k_start) - k_start;
+        let keys = first..(pos - k_start).min(kv_len - 1) + 1;
         let kh = &kd[kvh * kv_len * hd..][..kv_len * hd];
         let vh = &vd[kvh * kv_len * hd..][..kv_len * hd];
         #[cfg(target_arch = "x86_64")]
@@ -425,7 +440,7 @@ pub struct SelfAttention {
 
 impl SelfAttention {
     /// Loads `{prefix}.attn_q/k/v/output`, and `attn_q_norm`/`attn_k_norm` when `qk_norm_eps` is given.
-    pub fn new(w: &GgufWeights, prefix: &str, heads: Heads, qk_norm_eps: Option<f64>, rope: Option<Rope>, window: Option<usize>) -> Result<Self> {
+    pub fn new(w: &Weights, prefix: &str, heads: Heads, qk_norm_eps: Option<f64>, rope: Option<Rope>, window: Option<usize>) -> Result<Self> {
         let Heads { hidden, n_heads, n_kv_heads, head_dim: hd } = heads;
         let qk_norm = match qk_norm_eps {
             Some(eps) => Some((
@@ -443,7 +458,7 @@ impl SelfAttention {
             rope,
             window,
             heads,
-            cache: w.opts.kv_cache(),
+            cache: KvCache::windowed(w.opts.kv_dtype, window),
         })
     }
 
@@ -461,7 +476,7 @@ impl SelfAttention {
             k = rope.apply(&k, offset)?;
         }
         let (k, v) = self.cache.append(&k, &v)?;
-        let out = attention(&q, &k, &v, offset, self.window, 1.0 / (head_dim as f64).sqrt())?;
+        let out = attention(&q, &k, &v, offset, self.cache.start(), self.window, 1.0 / (head_dim as f64).sqrt())?;
         self.o.forward(&out)
     }
 }
@@ -486,13 +501,22 @@ pub struct GatedMlp {
 
 impl GatedMlp {
     /// Loads `{prefix}.ffn_gate`, `.ffn_up` and `.ffn_down`.
-    pub fn new(w: &GgufWeights, prefix: &str, hidden: usize, ffn: usize, act: Activation) -> Result<Self> {
+    pub fn new(w: &Weights, prefix: &str, hidden: usize, ffn: usize, act: Activation) -> Result<Self> {
+        Self::named(w, prefix, "", hidden, ffn, act)
+    }
+
+    /// Loads `{prefix}.ffn_gate{suffix}` etc. (`_shexp`: a MoE's shared expert).
+    pub fn named(w: &Weights, prefix: &str, suffix: &str, hidden: usize, ffn: usize, act: Activation) -> Result<Self> {
         Ok(Self {
-            gate: w.linear(&format!("{prefix}.ffn_gate.weight"), ffn, hidden)?,
-            up: w.linear(&format!("{prefix}.ffn_up.weight"), ffn, hidden)?,
-            down: w.linear(&format!("{prefix}.ffn_down.weight"), hidden, ffn)?,
+            gate: w.linear(&format!("{prefix}.ffn_gate{suffix}.weight"), ffn, hidden)?,
+            up: w.linear(&format!("{prefix}.ffn_up{suffix}.weight"), ffn, hidden)?,
+            down: w.linear(&format!("{prefix}.ffn_down{suffix}.weight"), hidden, ffn)?,
             act,
         })
+    }
+
+    pub fn from_linears(gate: Linear, up: Linear, down: Linear, act: Activation) -> Self {
+        Self { gate, up, down, act }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -554,14 +578,14 @@ mod tests {
         let v = Tensor::randn(0f32, 1.0, (1, n_kv, kv_len, hd), &dev).unwrap();
         let (k16, v16) = (k.to_dtype(DType::F16).unwrap(), v.to_dtype(DType::F16).unwrap());
         for window in [None, Some(3)] {
-            let exact = attention(&q, &k, &v, kv_len - q_len, window, 0.125).unwrap();
-            let half = attention(&q, &k16, &v16, kv_len - q_len, window, 0.125).unwrap();
+            let exact = attention(&q, &k, &v, kv_len - q_len, 0, window, 0.125).unwrap();
+            let half = attention(&q, &k16, &v16, kv_len - q_len, 0, window, 0.125).unwrap();
             let d = max_diff(&exact, &half);
             assert!(d < 1e-2, "window {window:?}: {d}");
         }
         // A window changes the result, so the comparison above exercised it.
-        let a = attention(&q, &k16, &v16, kv_len - q_len, None, 0.125).unwrap();
-        let b = attention(&q, &k16, &v16, kv_len - q_len, Some(3), 0.125).unwrap();
+        let a = attention(&q, &k16, &v16, kv_len - q_len, 0, None, 0.125).unwrap();
+        let b = attention(&q, &k16, &v16, kv_len - q_len, 0, Some(3), 0.125).unwrap();
         assert!(max_diff(&a, &b) > 1e-2);
     }
 
@@ -577,7 +601,7 @@ mod tests {
     // Catches a mask that lets a query see the future or keys outside its window.
     #[test]
     fn mask_is_causal_and_windowed() {
-        let m = attention_mask(3, 2, 5, Some(2), &Device::Cpu).unwrap().unwrap();
+        let m = attention_mask(3, 2, 0, 5, Some(2), &Device::Cpu).unwrap().unwrap();
         let rows: Vec<Vec<f32>> = m.to_vec2().unwrap();
         let seen: Vec<Vec<bool>> = rows.iter().map(|r| r.iter().map(|v| v.is_finite()).collect()).collect();
         assert_eq!(seen[0], [false, true, true, false, false]);

@@ -6,12 +6,12 @@
 
 use candle_core::{Device, Tensor};
 
-use super::layers::{Activation, GatedMlp, GgufWeights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
+use super::layers::{Activation, GatedMlp, Weights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
 use super::decoder::{Decoder, Layer};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
 use crate::engine::kv_cache::KvCache;
 use crate::error::{Error, Result};
-use crate::formats::gguf::GgufFile;
+use crate::formats::checkpoint::Checkpoint;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,7 +33,7 @@ pub struct Config {
 
 impl Config {
     /// Reads `{arch}.*` keys; `rope_style` is the architecture's convention.
-    pub fn from_gguf(g: &GgufFile, arch: &str, rope_style: RopeStyle, device: &Device) -> Result<Self> {
+    pub fn from_checkpoint(g: &dyn Checkpoint, arch: &str, rope_style: RopeStyle, device: &Device) -> Result<Self> {
         let hidden_size = meta_usize(g, arch, "embedding_length", limits::HIDDEN)?;
         let n_heads = meta_usize(g, arch, "attention.head_count", limits::HEADS)?;
         let n_kv_heads = meta_usize_or(g, arch, "attention.head_count_kv", n_heads, n_heads)?;
@@ -47,7 +47,7 @@ impl Config {
             return Err(Error::Metadata(format!("{arch}: head_dim {head_dim} is odd")));
         }
         let rope_freq_divisors = if g.has_tensor("rope_freqs.weight") {
-            let t = GgufWeights::new(g, device, LoadOptions::default()).vector("rope_freqs.weight", head_dim / 2)?;
+            let t = Weights::new(g, device, LoadOptions::default()).vector("rope_freqs.weight", head_dim / 2)?;
             Some(t.to_vec1::<f32>()?)
         } else {
             None
@@ -70,7 +70,7 @@ impl Config {
     }
 
     /// RoPE on every layer; Qwen3's per-head QK-norm when the file has it.
-    fn attention(&self, w: &GgufWeights, p: &str) -> Result<SelfAttention> {
+    fn attention(&self, w: &Weights, p: &str) -> Result<SelfAttention> {
         let heads = Heads { hidden: self.hidden_size, n_heads: self.n_heads, n_kv_heads: self.n_kv_heads, head_dim: self.head_dim };
         let qk_norm = w.has(&format!("{p}.attn_q_norm.weight")).then_some(self.rms_eps);
         let rope = Rope::new(self.head_dim, self.rope_theta, self.rope_freq_divisors.as_deref(), self.rope_style, w.device)?;
@@ -86,7 +86,7 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(cfg: &Config, w: &GgufWeights, layer: usize) -> Result<Self> {
+    fn new(cfg: &Config, w: &Weights, layer: usize) -> Result<Self> {
         let p = format!("blk.{layer}");
         Ok(Self {
             attn_norm: w.rms_norm(&format!("{p}.attn_norm.weight"), cfg.hidden_size, cfg.rms_eps)?,
@@ -114,15 +114,15 @@ impl Layer for DecoderLayer {
 
 pub type Model = Decoder<DecoderLayer>;
 
-pub fn from_gguf(g: &GgufFile, device: &Device, opts: LoadOptions) -> Result<Model> {
+pub fn from_checkpoint(g: &dyn Checkpoint, device: &Device, opts: LoadOptions) -> Result<Model> {
     let arch = g.architecture()?;
     let style = if arch == "llama" { RopeStyle::Interleaved } else { RopeStyle::Neox };
-    let cfg = Config::from_gguf(g, &arch, style, device)?;
+    let cfg = Config::from_checkpoint(g, &arch, style, device)?;
     new(&cfg, g, device, opts)
 }
 
-pub fn new(cfg: &Config, g: &GgufFile, device: &Device, opts: LoadOptions) -> Result<Model> {
-    let w = GgufWeights::new(g, device, opts);
+pub fn new(cfg: &Config, g: &dyn Checkpoint, device: &Device, opts: LoadOptions) -> Result<Model> {
+    let w = Weights::new(g, device, opts);
     let layers = (0..cfg.n_layers)
         .map(|i| DecoderLayer::new(cfg, &w, i))
         .collect::<Result<Vec<_>>>()?;

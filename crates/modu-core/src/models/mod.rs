@@ -1,10 +1,11 @@
 //! Model architectures, one file each, in the shape Config -> Attention -> Mlp -> DecoderLayer ->
-//! Model. Every model implements [`CausalLm`]; [`load_gguf`] picks the file by
+//! Model. Every model implements [`CausalLm`]; [`from_checkpoint`] picks the file by
 //! `general.architecture`.
 
 pub mod decoder;
 pub mod exaone;
 pub mod exaone4;
+pub mod exaone_moe;
 pub mod gemma3;
 pub mod layers;
 pub mod llama;
@@ -12,7 +13,7 @@ pub mod llama;
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::formats::gguf::GgufFile;
+use crate::formats::checkpoint::Checkpoint;
 
 /// What callers need to know about a loaded model.
 #[derive(Debug, Clone)]
@@ -42,37 +43,41 @@ pub trait CausalLm: Send {
     /// Runs `ids` at positions `offset..offset + ids.len()`. The cache must hold exactly `offset`
     /// positions; call [`CausalLm::truncate`] first to rewind.
     fn forward(&mut self, ids: &[u32], offset: usize, logits: Logits) -> Result<Tensor>;
-    /// Keeps the first `len` cached positions.
-    fn truncate(&mut self, len: usize);
+    /// Keeps the first `len` cached positions and returns how many were kept: `len`, or fewer
+    /// (0) when sliding-window layers have already dropped keys that position `len` needs.
+    fn truncate(&mut self, len: usize) -> usize;
+    /// Bytes held by the KV caches now.
+    fn kv_bytes(&self) -> usize;
     fn cached_len(&self) -> usize;
     fn info(&self) -> &ModelInfo;
     fn device(&self) -> &Device;
 }
 
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["gemma3", "llama", "qwen3", "exaone", "exaone4"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["gemma3", "llama", "qwen3", "exaone", "exaone4", "exaone-moe"];
 
 /// Builds the model a GGUF file describes.
-pub fn load_gguf(gguf: &GgufFile, device: &Device, opts: layers::LoadOptions) -> Result<Box<dyn CausalLm>> {
+pub fn from_checkpoint(gguf: &dyn Checkpoint, device: &Device, opts: layers::LoadOptions) -> Result<Box<dyn CausalLm>> {
     let arch = gguf
         .architecture()
         .map_err(|_| Error::Metadata("missing general.architecture".into()))?;
     Ok(match arch.as_str() {
-        "gemma3" => Box::new(gemma3::from_gguf(gguf, device, opts)?),
-        "llama" | "qwen3" => Box::new(llama::from_gguf(gguf, device, opts)?),
-        "exaone" => Box::new(exaone::from_gguf(gguf, device, opts)?),
-        "exaone4" => Box::new(exaone4::from_gguf(gguf, device, opts)?),
+        "gemma3" => Box::new(gemma3::from_checkpoint(gguf, device, opts)?),
+        "llama" | "qwen3" => Box::new(llama::from_checkpoint(gguf, device, opts)?),
+        "exaone" => Box::new(exaone::from_checkpoint(gguf, device, opts)?),
+        "exaone4" => Box::new(exaone4::from_checkpoint(gguf, device, opts)?),
+        "exaone-moe" => Box::new(exaone_moe::from_checkpoint(gguf, device, opts)?),
         other => return Err(Error::UnknownArchitecture(other.to_string())),
     })
 }
 
 /// Reads `{arch}.{key}` as a size, with a bound so corrupt metadata cannot ask for huge buffers.
-pub(crate) fn meta_usize(gguf: &GgufFile, arch: &str, key: &str, max: usize) -> Result<usize> {
+pub(crate) fn meta_usize(gguf: &dyn Checkpoint, arch: &str, key: &str, max: usize) -> Result<usize> {
     let full = format!("{arch}.{key}");
     let v = gguf.get_usize(&full)?;
     check_range(&full, v, max)
 }
 
-pub(crate) fn meta_usize_or(gguf: &GgufFile, arch: &str, key: &str, default: usize, max: usize) -> Result<usize> {
+pub(crate) fn meta_usize_or(gguf: &dyn Checkpoint, arch: &str, key: &str, default: usize, max: usize) -> Result<usize> {
     let full = format!("{arch}.{key}");
     match gguf.get_usize_opt(&full)? {
         Some(v) => check_range(&full, v, max),
@@ -87,7 +92,7 @@ fn check_range(key: &str, v: usize, max: usize) -> Result<usize> {
     Ok(v)
 }
 
-pub(crate) fn meta_f32_or(gguf: &GgufFile, arch: &str, key: &str, default: f32) -> Result<f32> {
+pub(crate) fn meta_f32_or(gguf: &dyn Checkpoint, arch: &str, key: &str, default: f32) -> Result<f32> {
     let full = format!("{arch}.{key}");
     let v = gguf.get_f32_opt(&full)?.unwrap_or(default);
     if !v.is_finite() || v <= 0.0 {
@@ -97,7 +102,7 @@ pub(crate) fn meta_f32_or(gguf: &GgufFile, arch: &str, key: &str, default: f32) 
 }
 
 /// Vocabulary size: the token list's length, as llama.cpp takes it.
-pub(crate) fn vocab_size(gguf: &GgufFile) -> Result<usize> {
+pub(crate) fn vocab_size(gguf: &dyn Checkpoint) -> Result<usize> {
     let n = gguf
         .get_array("tokenizer.ggml.tokens")?
         .map(|a| a.len())
@@ -107,7 +112,7 @@ pub(crate) fn vocab_size(gguf: &GgufFile) -> Result<usize> {
 }
 
 /// Upper bounds on shapes read from files.
-pub(crate) mod limits {
+pub mod limits {
     pub const LAYERS: usize = 1024;
     pub const HIDDEN: usize = 1 << 16;
     pub const FFN: usize = 1 << 18;

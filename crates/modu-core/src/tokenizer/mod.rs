@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use candle_core::quantized::gguf_file::Value;
 
 use crate::error::{Error, Result};
-use crate::formats::gguf::GgufFile;
+use crate::formats::checkpoint::Checkpoint;
 
 /// Token attributes: the bit flags of llama.cpp's `llama_token_attr`.
 pub(crate) mod attr {
@@ -94,11 +94,11 @@ enum Fragment {
 }
 
 impl Tokenizer {
-    pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
+    pub fn from_checkpoint(gguf: &dyn Checkpoint) -> Result<Tokenizer> {
         Self::from_metadata(gguf.metadata())
     }
 
-    fn from_metadata(md: &HashMap<String, Value>) -> Result<Tokenizer> {
+    pub fn from_metadata(md: &HashMap<String, Value>) -> Result<Tokenizer> {
         let model_name = match md.get("tokenizer.ggml.model") {
             None => {
                 return Err(tok_err(

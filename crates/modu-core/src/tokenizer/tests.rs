@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use candle_core::quantized::gguf_file::Value;
 
 use super::*;
+use crate::formats::gguf::GgufFile;
 
 fn s(x: &str) -> Value {
     Value::String(x.to_string())
@@ -699,7 +700,7 @@ fn loads_from_a_gguf_file() {
     std::fs::write(&path, buf.into_inner()).expect("write temp file");
     let gguf = GgufFile::open(&path);
     let _ = std::fs::remove_file(&path);
-    let t = Tokenizer::from_gguf(&gguf.expect("open GGUF")).expect("tokenizer from GGUF");
+    let t = Tokenizer::from_checkpoint(&gguf.expect("open GGUF")).expect("tokenizer from GGUF");
     assert_eq!(t.vocab_size(), v.tokens.len());
     assert_eq!(t.chat_template(), Some("{{ messages }}"));
     assert_eq!(enc(&t, "a", true, false), vec![1, id(&t, "▁a")]);
@@ -724,7 +725,7 @@ fn test_model(name: &str) -> PathBuf {
 #[test]
 fn gemma3_matches_llama_cpp() {
     let gguf = GgufFile::open(&test_model("gemma-3-270m-q4_k_m.gguf")).expect("open Gemma 3 GGUF");
-    let t = Tokenizer::from_gguf(&gguf).expect("Gemma 3 tokenizer");
+    let t = Tokenizer::from_checkpoint(&gguf).expect("Gemma 3 tokenizer");
     let reference = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../../shared/reference/gemma3-270m.json"
