@@ -11,7 +11,7 @@ use crate::{modu, modu_limited, scratch};
 /// size taken from a corrupt header would ask for.
 const LIMIT_KIB: u64 = 1 << 20;
 
-fn assert_clean_failure(out: &Output, expect: &str) {
+pub fn assert_clean_failure(out: &Output, expect: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "expected exit 1, got {:?}; stderr: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "panic: {stderr}");

@@ -6,6 +6,7 @@ mod bad_input;
 mod exaone_reference;
 mod gemma;
 mod gguf_builder;
+mod hf_bad_input;
 mod tensor_types;
 
 use std::path::PathBuf;

@@ -25,6 +25,11 @@ pub trait Checkpoint: Sync {
     /// A stacked tensor [n, ...] split along its first dimension (one matrix per expert).
     fn tensor_split(&self, name: &str, device: &Device) -> Result<Vec<QTensor>>;
 
+    /// The name a user knows a tensor by, for messages (an HF directory's own names).
+    fn source_name(&self, name: &str) -> String {
+        name.to_string()
+    }
+
     fn has_tensor(&self, name: &str) -> bool {
         self.tensor_dims(name).is_some()
     }

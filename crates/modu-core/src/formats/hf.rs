@@ -122,6 +122,41 @@ fn ggml_dtype(dtype: safetensors::Dtype, name: &str) -> Result<GgmlDType> {
     })
 }
 
+/// Per-layer HF suffix -> GGUF suffix. EXAONE 3.x original names come first.
+const PER_LAYER: &[(&str, &str)] = &[
+    ("attn.attention.q_proj.weight", "attn_q.weight"),
+    ("attn.attention.k_proj.weight", "attn_k.weight"),
+    ("attn.attention.v_proj.weight", "attn_v.weight"),
+    ("attn.attention.out_proj.weight", "attn_output.weight"),
+    ("ln_1.weight", "attn_norm.weight"),
+    ("ln_2.weight", "ffn_norm.weight"),
+    ("mlp.c_fc_0.weight", "ffn_gate.weight"),
+    ("mlp.c_fc_1.weight", "ffn_up.weight"),
+    ("mlp.c_proj.weight", "ffn_down.weight"),
+    ("self_attn.q_proj.weight", "attn_q.weight"),
+    ("self_attn.k_proj.weight", "attn_k.weight"),
+    ("self_attn.v_proj.weight", "attn_v.weight"),
+    ("self_attn.o_proj.weight", "attn_output.weight"),
+    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+    ("input_layernorm.weight", "attn_norm.weight"),
+    ("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
+    ("mlp.gate_proj.weight", "ffn_gate.weight"),
+    ("mlp.up_proj.weight", "ffn_up.weight"),
+    ("mlp.down_proj.weight", "ffn_down.weight"),
+    ("mlp.gate.weight", "ffn_gate_inp.weight"),
+    ("mlp.e_score_correction_bias", "exp_probs_b.bias"),
+    ("mlp.gate.e_score_correction_bias", "exp_probs_b.bias"),
+    ("mlp.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight"),
+    ("mlp.shared_experts.up_proj.weight", "ffn_up_shexp.weight"),
+    ("mlp.shared_experts.down_proj.weight", "ffn_down_shexp.weight"),
+];
+
+/// Suffixes only EXAONE 3.x's original checkpoints use.
+fn is_original_exaone(suffix: &str) -> bool {
+    suffix.starts_with("attn.attention.") || suffix.starts_with("ln_") || suffix.starts_with("mlp.c_")
+}
+
 /// HF name -> GGUF name for one architecture, or None for tensors that do not run (vision
 /// tower, MTP head) or that the HF format carries but GGUF does not.
 fn gguf_name(arch: &str, hf: &str) -> Option<String> {
@@ -142,36 +177,11 @@ fn gguf_name(arch: &str, hf: &str) -> Option<String> {
     let layer: usize = layer.parse().ok()?;
     // Trap (spec §4): post_attention_layernorm is a post-norm in exaone4, the pre-MLP norm elsewhere.
     let post_attn = if arch == "exaone4" { "post_attention_norm.weight" } else { "ffn_norm.weight" };
-    let per_layer: &[(&str, &str)] = &[
-        ("self_attn.q_proj.weight", "attn_q.weight"),
-        ("self_attn.k_proj.weight", "attn_k.weight"),
-        ("self_attn.v_proj.weight", "attn_v.weight"),
-        ("self_attn.o_proj.weight", "attn_output.weight"),
-        ("attn.attention.q_proj.weight", "attn_q.weight"),
-        ("attn.attention.k_proj.weight", "attn_k.weight"),
-        ("attn.attention.v_proj.weight", "attn_v.weight"),
-        ("attn.attention.out_proj.weight", "attn_output.weight"),
-        ("self_attn.q_norm.weight", "attn_q_norm.weight"),
-        ("self_attn.k_norm.weight", "attn_k_norm.weight"),
-        ("input_layernorm.weight", "attn_norm.weight"),
-        ("ln_1.weight", "attn_norm.weight"),
-        ("ln_2.weight", "ffn_norm.weight"),
-        ("post_attention_layernorm.weight", post_attn),
-        ("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
-        ("mlp.gate_proj.weight", "ffn_gate.weight"),
-        ("mlp.up_proj.weight", "ffn_up.weight"),
-        ("mlp.down_proj.weight", "ffn_down.weight"),
-        ("mlp.c_fc_0.weight", "ffn_gate.weight"),
-        ("mlp.c_fc_1.weight", "ffn_up.weight"),
-        ("mlp.c_proj.weight", "ffn_down.weight"),
-        ("mlp.gate.weight", "ffn_gate_inp.weight"),
-        ("mlp.e_score_correction_bias", "exp_probs_b.bias"),
-        ("mlp.gate.e_score_correction_bias", "exp_probs_b.bias"),
-        ("mlp.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight"),
-        ("mlp.shared_experts.up_proj.weight", "ffn_up_shexp.weight"),
-        ("mlp.shared_experts.down_proj.weight", "ffn_down_shexp.weight"),
-    ];
-    let g = per_layer.iter().find(|(h, _)| *h == suffix).map(|(_, g)| *g)?;
+    let g = if suffix == "post_attention_layernorm.weight" {
+        post_attn
+    } else {
+        PER_LAYER.iter().find(|(h, _)| *h == suffix).map(|(_, g)| *g)?
+    };
     Some(format!("blk.{layer}.{g}"))
 }
 
@@ -202,11 +212,12 @@ impl HfCheckpoint {
         if !config_path.is_file() {
             return Err(bad_dir(dir, "is not a Hugging Face model directory (no config.json)"));
         }
-        let json = parse_json(&read_text(&config_path)?).map_err(|e| bad_dir(&config_path, e.to_string()))?;
-        let config = HfConfig::from_json(&json).map_err(|e| match e {
+        let in_config = |e: Error| match e {
             Error::Metadata(m) => bad_dir(&config_path, m.trim_start_matches("config.json: ").to_string()),
             other => other,
-        })?;
+        };
+        let json = parse_json(&read_text(&config_path)?).map_err(in_config)?;
+        let config = HfConfig::from_json(&json).map_err(in_config)?;
         let files = weight_files(dir)?;
         // SAFETY: read-only maps; a file changed underneath a running process is outside what
         // any mmap-based loader can defend against.
@@ -286,6 +297,35 @@ impl Checkpoint for HfCheckpoint {
 
     fn tensor_dims(&self, name: &str) -> Option<&[usize]> {
         self.tensors.get(name).map(|e| e.dims.as_slice())
+    }
+
+    /// The HF name of a GGUF-named tensor; for a missing one, the name it would have here.
+    fn source_name(&self, name: &str) -> String {
+        if let Some(Entry { source: Source::Tensor(hf), .. }) = self.tensors.get(name) {
+            return hf.clone();
+        }
+        let names: Vec<String> = self.st.tensors().into_iter().map(|(n, _)| n).collect();
+        let prefix = if names.iter().any(|n| n.starts_with("transformer.")) {
+            "transformer.h."
+        } else if names.iter().any(|n| n.starts_with("model.language_model.")) {
+            "model.language_model.layers."
+        } else {
+            "model.layers."
+        };
+        let guess = name.strip_prefix("blk.").and_then(|rest| {
+            let (layer, _) = rest.split_once('.')?;
+            PER_LAYER
+                .iter()
+                .map(|(h, _)| *h)
+                .filter(|h| prefix == "transformer.h." || !is_original_exaone(h))
+                .chain(["post_attention_layernorm.weight"])
+                .map(|h| format!("{prefix}{layer}.{h}"))
+                .find(|cand| gguf_name(self.config.arch, cand).as_deref() == Some(name))
+        });
+        match guess {
+            Some(g) => g,
+            None => name.to_string(),
+        }
     }
 
     fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {

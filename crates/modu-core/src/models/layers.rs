@@ -61,10 +61,10 @@ impl<'a> Weights<'a> {
         let got = self
             .gguf
             .tensor_dims(name)
-            .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+            .ok_or_else(|| Error::MissingTensor(self.gguf.source_name(name)))?;
         if got != expected {
             return Err(Error::TensorShape {
-                name: name.to_string(),
+                name: self.gguf.source_name(name),
                 got: got.to_vec(),
                 expected: expected.to_vec(),
             });
