@@ -221,3 +221,83 @@ fn rope_on_a_global_layer_changes_the_logits() {
     let d = max_diff(&logits, &r.logits);
     assert!(d > 1e-2, "RoPE on the global layer moved the logits by only {d}");
 }
+
+/// Trap 3 of the spec: MTP / NextN layers ride along in K-EXAONE and EXAONE 4.5 files but never
+/// run and never count as decoder layers. HF: `mtp.*` tensors and `num_nextn_predict_layers`.
+/// GGUF: the NextN block appended after the real layers and counted in `block_count`.
+#[test]
+fn mtp_and_nextn_layers_are_ignored() {
+    use candle_core::quantized::gguf_file::Value;
+    use modu_core::formats::checkpoint::Checkpoint;
+    use modu_core::formats::gguf::GgufFile;
+    use modu_core::formats::gguf_writer::{self, TensorSpec};
+
+    // HF: an EXAONE 4.5 directory with an MTP head.
+    let v = "exaone4_5";
+    let mut w = candle_core::safetensors::load(fixture(v).join("model.safetensors"), &Device::Cpu).unwrap();
+    let layer3: Vec<(String, Tensor)> = w
+        .iter()
+        .filter_map(|(k, t)| k.strip_prefix("model.language_model.layers.3.").map(|s| (format!("mtp.layers.0.{s}"), t.clone())))
+        .collect();
+    assert!(!layer3.is_empty());
+    w.extend(layer3);
+    w.insert("mtp.fc.weight".into(), Tensor::ones((64, 128), DType::F32, &Device::Cpu).unwrap());
+    for n in ["mtp.pre_fc_norm_embedding.weight", "mtp.pre_fc_norm_hidden.weight", "mtp.norm.weight"] {
+        w.insert(n.into(), Tensor::ones(64, DType::F32, &Device::Cpu).unwrap());
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(v).join("config.json")).unwrap()).unwrap();
+    cfg["text_config"]["num_nextn_predict_layers"] = 1.into();
+    let dir = variant_dir(v, "mtp", &[("config.json", cfg.to_string().as_bytes())]);
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    candle_core::safetensors::save(&w, dir.join("model.safetensors")).unwrap();
+    let mut m = load(&dir);
+    assert_eq!(m.info().n_layers, 4);
+    assert_matches("exaone4_5 with an MTP head", m.as_mut(), &reference(v));
+
+    // GGUF: a K-EXAONE file with one NextN block (blk.4) after its 4 layers.
+    let v = "exaone_moe";
+    let d = scratch("nextn");
+    let plain = d.join("plain.gguf");
+    convert::convert(&HfCheckpoint::open(&fixture(v)).unwrap(), &plain, OutType::F32, |_, _, _| {}).unwrap();
+    let g = GgufFile::open(&plain).unwrap();
+    let mut md: Vec<(String, Value)> = g.metadata().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (k, val) in md.iter_mut() {
+        match k.as_str() {
+            "exaone-moe.block_count" => *val = Value::U32(5),
+            "exaone-moe.nextn_predict_layers" => *val = Value::U32(1),
+            "exaone-moe.attention.sliding_window_pattern" => {
+                if let Value::Array(a) = val {
+                    a.push(Value::Bool(false));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut names = g.tensor_names();
+    let extra: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix("blk.3.").map(|s| format!("blk.4.{s}")))
+        .chain(["blk.4.nextn.eh_proj.weight".to_string(), "blk.4.nextn.enorm.weight".into(), "blk.4.nextn.hnorm.weight".into()])
+        .collect();
+    names.extend(extra);
+    let source = |n: &str| -> String {
+        match n {
+            "blk.4.nextn.eh_proj.weight" => "blk.3.ffn_gate_shexp.weight".into(),
+            "blk.4.nextn.enorm.weight" | "blk.4.nextn.hnorm.weight" => "blk.3.attn_norm.weight".into(),
+            _ => n.replace("blk.4.", "blk.3."),
+        }
+    };
+    let specs: Vec<TensorSpec> = names
+        .iter()
+        .map(|n| {
+            let q = g.tensor(&source(n), &Device::Cpu).unwrap();
+            TensorSpec { name: n.clone(), dims: q.shape().dims().to_vec(), dtype: q.dtype() }
+        })
+        .collect();
+    let with_nextn = d.join("nextn.gguf");
+    gguf_writer::write(&with_nextn, &md, &specs, |i| Ok(g.tensor(&source(&specs[i].name), &Device::Cpu)?.data()?.into_owned())).unwrap();
+    let mut m = load(&with_nextn);
+    assert_eq!(m.info().n_layers, 4, "the NextN block must not run");
+    assert_matches("exaone-moe GGUF with a NextN block", m.as_mut(), &reference(v));
+}
