@@ -156,6 +156,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(rss) = rss {
         println!("peak RSS: {:.1} MiB (file {:.1} MiB)", rss as f64 / (1u64 << 20) as f64, loaded.file_bytes as f64 / (1u64 << 20) as f64);
     }
-    println!("KV cache: {} bytes per token ({} layers)", info.kv_bytes_per_token, info.n_layers);
+    println!(
+        "KV cache: {} bytes per token ({} layers; sliding-window layers hold a fixed window and add none)",
+        info.kv_bytes_per_token, info.n_layers
+    );
     Ok(())
 }

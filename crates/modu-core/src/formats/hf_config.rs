@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::models::limits;
 
 /// The architectures an HF directory may hold, by `model_type`.
-pub const HF_MODEL_TYPES: &[&str] = &["exaone", "exaone4", "exaone4_5", "exaone_moe"];
+pub const HF_MODEL_TYPES: &[&str] = &["exaone", "exaone4", "exaone4_5", "exaone4_5_text", "exaone_moe"];
 
 /// What the rest of the loader needs from config.json.
 #[derive(Debug, Clone)]
@@ -125,7 +125,8 @@ impl HfConfig {
             .to_string();
         let (arch, f) = match model_type.as_str() {
             "exaone" => ("exaone", Fields { obj: top, outer: None }),
-            "exaone4" => ("exaone4", Fields { obj: top, outer: None }),
+            // EXAONE 4.5's text model saved on its own keeps its text model_type.
+            "exaone4" | "exaone4_5_text" => ("exaone4", Fields { obj: top, outer: None }),
             "exaone_moe" => ("exaone-moe", Fields { obj: top, outer: None }),
             "exaone4_5" => {
                 let text = top
