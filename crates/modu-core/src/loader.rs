@@ -60,7 +60,7 @@ pub fn load_with(path: &Path, device: &Device, opts: LoadOptions) -> Result<Load
     let chat_template_source = tokenizer
         .chat_template()
         .map(str::to_string)
-        .or_else(|| builtin::for_architecture(&architecture).map(str::to_string));
+        .or_else(|| builtin::for_model(&architecture, |t| tokenizer.token_to_id(t).is_some()).map(str::to_string));
     let file_bytes = if path.is_dir() {
         std::fs::read_dir(&path)
             .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors")).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())

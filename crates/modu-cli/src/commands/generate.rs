@@ -125,7 +125,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             _ => {}
         }
         history.push(Message::new("user", line));
-        let prompt = template.render(&history, &RenderOptions { add_generation_prompt: true, enable_thinking: false })?;
+        let prompt = template.render(&history, &RenderOptions::generation(None))?;
         tracing::debug!("prompt: {prompt:?}");
         // The template writes BOS itself when the model wants one.
         let ids = tokenizer.encode(&prompt, false, true)?;
