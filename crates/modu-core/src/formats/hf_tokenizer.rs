@@ -41,6 +41,30 @@ fn pre_name(pre: &Json, cfg: &HfConfig) -> &'static str {
     }
 }
 
+/// The `tokenizer.ggml.*` metadata of the tokenizer files in `dir` alone (tokenizer.json,
+/// tokenizer_config.json), for a model of HF `model_type`.
+pub fn metadata_of_dir(dir: &Path, model_type: &str) -> Result<HashMap<String, Value>> {
+    let cfg = HfConfig {
+        model_type: model_type.to_string(),
+        arch: "exaone4",
+        n_layers: 0,
+        head_dim: 0,
+        n_experts: 0,
+        rope_freqs: None,
+        tie_word_embeddings: false,
+        bos_token_id: None,
+        eos_token_id: None,
+        pad_token_id: None,
+        metadata: HashMap::new(),
+    };
+    let mut md = HashMap::new();
+    add_tokenizer(dir, &cfg, &mut md)?;
+    if !md.contains_key("tokenizer.ggml.model") {
+        return Err(Error::NotFound { path: dir.join("tokenizer.json") });
+    }
+    Ok(md)
+}
+
 /// Adds `tokenizer.ggml.*` (and the chat template) to `md` when `dir` has a tokenizer.json.
 pub fn add_tokenizer(dir: &Path, cfg: &HfConfig, md: &mut HashMap<String, Value>) -> Result<()> {
     let path = dir.join("tokenizer.json");

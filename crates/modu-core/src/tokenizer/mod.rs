@@ -379,6 +379,19 @@ impl Tokenizer {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// Like [`Tokenizer::decode`], with control tokens written as their text (llama.cpp's
+    /// `special = true`), so `encode(text, parse_special)` round-trips.
+    pub fn decode_with_special(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            match self.is_control(id).then(|| self.token_text(id)).flatten() {
+                Some(t) => bytes.extend_from_slice(t.as_bytes()),
+                None => bytes.extend_from_slice(self.token_bytes(id)),
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.texts.len()
     }

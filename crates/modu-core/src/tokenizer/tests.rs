@@ -789,3 +789,63 @@ fn tokenizer_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Tokenizer>();
 }
+
+fn exaone_fixture(family: &str) -> (Tokenizer, serde_json::Value) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizers").join(family);
+    let model_type = if family == "exaone-moe" { "exaone_moe" } else { family };
+    let md = crate::formats::hf_tokenizer::metadata_of_dir(&dir, model_type).expect("tokenizer metadata");
+    let t = Tokenizer::from_metadata(&md).expect("tokenizer");
+    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let pre = md.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned();
+    assert_eq!(pre.as_deref(), cases["pre"].as_str(), "{family}: pre-tokenizer read from tokenizer.json");
+    (t, cases)
+}
+
+/// Differential test against HF `tokenizers` (tests/fixtures/make_tokenizer_refs.py): toy
+/// byte-level BPEs trained with each EXAONE family's own pre-tokenizer, 392 mixed Korean /
+/// English / emoji / digit / whitespace strings each. Where llama.cpp's regex deliberately
+/// differs from HF's (`'ſ` under `(?i:'s)`), the fixture records llama.cpp's ids.
+#[test]
+fn exaone_tokenizers_match_hf_tokenizers() {
+    for family in ["exaone", "exaone4", "exaone-moe"] {
+        let (t, cases) = exaone_fixture(family);
+        let list = cases["cases"].as_array().unwrap();
+        assert!(list.len() >= 200, "{family}: {} cases", list.len());
+        for c in list {
+            let text = c["text"].as_str().unwrap();
+            let want_key = if c.get("llama_regex_ids").is_some() { "llama_regex_ids" } else { "ids" };
+            let want: Vec<u32> = c[want_key].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+            let got = t.encode(text, false, true).unwrap();
+            assert_eq!(got, want, "{family}: {text:?}");
+            if c.get("roundtrip").and_then(|r| r.as_bool()) != Some(false) {
+                assert_eq!(t.decode_with_special(&got), text, "{family}: decode of {text:?}");
+            }
+        }
+    }
+}
+
+/// Any id sequence (specials, partial multi-byte tokens, invalid byte orders included) streamed
+/// one id at a time concatenates to the full decode, and no piece ends mid-character.
+#[test]
+fn stream_decoding_equals_full_decoding_on_exaone_vocabularies() {
+    let mut seed = 0x5eed_u64;
+    let mut next = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as u32
+    };
+    for family in ["exaone", "exaone4", "exaone-moe"] {
+        let (t, _) = exaone_fixture(family);
+        let n = t.vocab_size() as u32;
+        for _ in 0..1000 {
+            let len = 1 + next() % 40;
+            let ids: Vec<u32> = (0..len).map(|_| next() % n).collect();
+            let mut d = StreamDecoder::new(&t);
+            let mut out = String::new();
+            for &id in &ids {
+                out.push_str(&d.push(id));
+            }
+            out.push_str(&d.finish());
+            assert_eq!(out, t.decode(&ids), "{family}: {ids:?}");
+        }
+    }
+}
