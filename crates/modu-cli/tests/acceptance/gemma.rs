@@ -133,7 +133,7 @@ fn incremental_decode_equals_full_prefill() {
     assert!(diff < 1e-3, "max |full - incremental| = {diff}");
 }
 
-fn modu_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+pub fn modu_stdin(args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_modu"))
         .args(args)
@@ -236,5 +236,6 @@ fn bench_cli_json_shape() {
     assert_eq!(v["tg"]["samples_tps"].as_array().unwrap().len(), 2);
     assert!(v["pp"]["mean_tps"].as_f64().unwrap() > 0.0);
     assert!(v["peak_rss_bytes"].as_u64().unwrap() > 200 << 20, "the model alone is 241 MiB");
-    assert_eq!(v["kv_bytes_per_token"], 18 * 2 * 256 * 2, "18 layers x K,V x 256 x f16");
+    // Only the 3 global layers of 18 grow; the sliding ones keep a 512-token window.
+    assert_eq!(v["kv_bytes_per_token"], 3 * 2 * 256 * 2, "3 global layers x K,V x 256 x f16");
 }

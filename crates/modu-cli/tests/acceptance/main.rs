@@ -3,6 +3,7 @@
 //! One test binary keeps the build short.
 
 mod bad_input;
+mod chat_cli;
 mod exaone_reference;
 mod gemma;
 mod gguf_builder;

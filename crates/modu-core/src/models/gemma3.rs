@@ -122,7 +122,12 @@ pub fn from_checkpoint(g: &dyn Checkpoint, device: &Device, opts: LoadOptions) -
         hidden_size: cfg.hidden_size,
         vocab_size: cfg.vocab_size,
         context_length: cfg.context_length,
-        kv_bytes_per_token: cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * opts.kv_dtype.size_in_bytes(),
+        // Sliding layers keep a window-sized cache: only global layers grow per token.
+        kv_bytes_per_token: (0..cfg.n_layers).filter(|&i| !cfg.is_sliding(i)).count()
+            * 2
+            * cfg.n_kv_heads
+            * cfg.head_dim
+            * opts.kv_dtype.size_in_bytes(),
     };
     Decoder::new(&w, layers, cfg.rms_eps, Some((cfg.hidden_size as f64).sqrt()), info)
 }
