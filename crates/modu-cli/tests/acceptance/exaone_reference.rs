@@ -301,3 +301,36 @@ fn mtp_and_nextn_layers_are_ignored() {
     assert_eq!(m.info().n_layers, 4, "the NextN block must not run");
     assert_matches("exaone-moe GGUF with a NextN block", m.as_mut(), &reference(v));
 }
+
+/// Continuous batching: three sequences at different stages (prefill chunks and decode steps in
+/// the same pass, each in its own cache slot) give the same logits as transformers' single run.
+#[test]
+fn batched_sequences_equal_single_runs() {
+    use modu_core::models::BatchItem;
+    for v in ["exaone4_hybrid", "exaone_moe"] {
+        let r = reference(v);
+        let mut m = load(&fixture(v));
+        let want = |pos: usize| r.logits.get(pos).unwrap().unsqueeze(0).unwrap();
+        // Slot s starts with a prefill of 3 + 4s tokens, then all decode together past the window.
+        let mut lens: Vec<usize> = (0..3).map(|s| 3 + 4 * s).collect();
+        let batch: Vec<BatchItem> = (0..3).map(|s| BatchItem { slot: s + 1, ids: &r.ids[..lens[s]], offset: 0 }).collect();
+        let out = m.forward_batch(&batch).unwrap();
+        for s in 0..3 {
+            let d = max_diff(&out.get(s).unwrap().unsqueeze(0).unwrap(), &want(lens[s] - 1));
+            assert!(d < TOL, "{v} slot {s} prefill: {d}");
+        }
+        while lens[0] < r.ids.len() {
+            let items: Vec<(usize, usize)> = (0..3).filter(|&s| lens[s] < r.ids.len()).map(|s| (s, lens[s])).collect();
+            let batch: Vec<BatchItem> = items.iter().map(|&(s, l)| BatchItem { slot: s + 1, ids: &r.ids[l..l + 1], offset: l }).collect();
+            let out = m.forward_batch(&batch).unwrap();
+            for (row, &(s, l)) in items.iter().enumerate() {
+                let d = max_diff(&out.get(row).unwrap().unsqueeze(0).unwrap(), &want(l));
+                assert!(d < TOL, "{v} slot {s} position {l}: {d}");
+                lens[s] += 1;
+            }
+        }
+        m.free_slot(2);
+        assert_eq!(m.cached_len_slot(2), 0);
+        assert_eq!(m.cached_len_slot(1), r.ids.len());
+    }
+}

@@ -3,15 +3,24 @@
 
 use candle_core::{Device, Tensor};
 
-use super::layers::{self, Embedding, Weights, Linear, RmsNorm};
-use super::{CausalLm, Logits, ModelInfo};
-use crate::engine::kv_cache::KvCache;
+use super::layers::{self, Embedding, Linear, RmsNorm, SelfAttention, Weights};
+use super::{BatchItem, CausalLm, Logits, ModelInfo};
 use crate::error::Result;
 
+/// Rows `start..start + len` of a forward pass belong to sequence slot `slot`, at positions
+/// `offset..offset + len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub slot: usize,
+    pub start: usize,
+    pub len: usize,
+    pub offset: usize,
+}
+
 pub trait Layer: Send {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor>;
-    fn cache(&self) -> &KvCache;
-    fn cache_mut(&mut self) -> &mut KvCache;
+    fn forward(&mut self, x: &Tensor, segs: &[Segment]) -> Result<Tensor>;
+    fn attention(&self) -> &SelfAttention;
+    fn attention_mut(&mut self) -> &mut SelfAttention;
 }
 
 pub struct Decoder<L: Layer> {
@@ -46,8 +55,10 @@ impl<L: Layer> Decoder<L> {
     }
 }
 
-impl<L: Layer> CausalLm for Decoder<L> {
-    fn forward(&mut self, ids: &[u32], offset: usize, logits: Logits) -> Result<Tensor> {
+impl<L: Layer> Decoder<L> {
+    /// Runs the rows of all segments through the model; returns the final hidden states
+    /// [1, rows, hidden] before the output norm.
+    fn run(&mut self, ids: &[u32], segs: &[Segment]) -> Result<Tensor> {
         if ids.is_empty() {
             return Err(crate::Error::Invalid("forward pass over zero tokens".into()));
         }
@@ -57,11 +68,14 @@ impl<L: Layer> CausalLm for Decoder<L> {
                 self.info.vocab_size
             )));
         }
-        if offset != self.cached_len() {
-            return Err(crate::Error::Invalid(format!(
-                "forward at position {offset} but the KV cache holds {} positions",
-                self.cached_len()
-            )));
+        for seg in segs {
+            let have = self.cached_len_slot(seg.slot);
+            if seg.offset != have {
+                return Err(crate::Error::Invalid(format!(
+                    "forward at position {} but slot {}'s KV cache holds {have} positions",
+                    seg.offset, seg.slot
+                )));
+            }
         }
         let ids_t = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
         let mut x = self.embed.forward(&ids_t)?;
@@ -69,8 +83,16 @@ impl<L: Layer> CausalLm for Decoder<L> {
             x = (x * s)?;
         }
         for layer in self.layers.iter_mut() {
-            x = layer.forward(&x, offset)?;
+            x = layer.forward(&x, segs)?;
         }
+        Ok(x)
+    }
+}
+
+impl<L: Layer> CausalLm for Decoder<L> {
+    fn forward(&mut self, ids: &[u32], offset: usize, logits: Logits) -> Result<Tensor> {
+        let seg = Segment { slot: 0, start: 0, len: ids.len(), offset };
+        let x = self.run(ids, &[seg])?;
         let x = match logits {
             Logits::All => x,
             Logits::Last => layers::last_position(&x)?,
@@ -85,22 +107,58 @@ impl<L: Layer> CausalLm for Decoder<L> {
         Ok(self.lm_head.forward(&self.norm.forward(&x)?)?.squeeze(0)?)
     }
 
+    fn forward_batch(&mut self, batch: &[BatchItem]) -> Result<Tensor> {
+        let mut ids = Vec::new();
+        let mut segs = Vec::with_capacity(batch.len());
+        for (i, item) in batch.iter().enumerate() {
+            if item.ids.is_empty() {
+                return Err(crate::Error::Invalid(format!("batch item {i} has no tokens")));
+            }
+            if batch[..i].iter().any(|o| o.slot == item.slot) {
+                return Err(crate::Error::Invalid(format!("slot {} appears twice in one batch", item.slot)));
+            }
+            segs.push(Segment { slot: item.slot, start: ids.len(), len: item.ids.len(), offset: item.offset });
+            ids.extend_from_slice(item.ids);
+        }
+        let x = self.run(&ids, &segs)?;
+        let last: Vec<u32> = segs.iter().map(|s| (s.start + s.len - 1) as u32).collect();
+        let idx = Tensor::new(last.as_slice(), &self.device)?;
+        let x = x.squeeze(0)?.index_select(&idx, 0)?.unsqueeze(0)?;
+        Ok(self.lm_head.forward(&self.norm.forward(&x)?)?.squeeze(0)?)
+    }
+
     fn truncate(&mut self, len: usize) -> usize {
-        let kept = self.layers.iter_mut().map(|l| l.cache_mut().truncate(len)).min().unwrap_or(0);
+        self.truncate_slot(0, len)
+    }
+
+    fn truncate_slot(&mut self, slot: usize, len: usize) -> usize {
+        let kept = self.layers.iter_mut().map(|l| l.attention_mut().cache_mut(slot).truncate(len)).min().unwrap_or(0);
         if kept < len {
             // A windowed layer could not keep `len`: every layer starts over together.
-            self.layers.iter_mut().for_each(|l| l.cache_mut().clear());
+            self.layers.iter_mut().for_each(|l| l.attention_mut().cache_mut(slot).clear());
             return 0;
         }
         kept
     }
 
+    fn free_slot(&mut self, slot: usize) {
+        for l in self.layers.iter_mut() {
+            if l.attention().cache(slot).is_some() {
+                l.attention_mut().cache_mut(slot).clear();
+            }
+        }
+    }
+
     fn kv_bytes(&self) -> usize {
-        self.layers.iter().map(|l| l.cache().allocated_bytes()).sum()
+        self.layers.iter().flat_map(|l| l.attention().caches().iter()).map(|c| c.allocated_bytes()).sum()
     }
 
     fn cached_len(&self) -> usize {
-        self.layers.first().map(|l| l.cache().len()).unwrap_or(0)
+        self.cached_len_slot(0)
+    }
+
+    fn cached_len_slot(&self, slot: usize) -> usize {
+        self.layers.first().and_then(|l| l.attention().cache(slot)).map(|c| c.len()).unwrap_or(0)
     }
 
     fn info(&self) -> &ModelInfo {

@@ -10,9 +10,8 @@ use candle_core::{Device, Tensor};
 use candle_core::quantized::gguf_file::Value;
 
 use super::layers::{Activation, GatedMlp, Weights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
-use super::decoder::{Decoder, Layer};
+use super::decoder::{Decoder, Layer, Segment};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
-use crate::engine::kv_cache::KvCache;
 use crate::error::{Error, Result};
 use crate::formats::checkpoint::Checkpoint;
 
@@ -160,17 +159,17 @@ impl DecoderLayer {
 
 impl Layer for DecoderLayer {
     /// Trap 2: post-norm. The raw residual stream feeds attention and MLP.
-    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let x = (x + self.post_attn_norm.forward(&self.attn.forward(x, offset)?)?)?;
+    fn forward(&mut self, x: &Tensor, segs: &[Segment]) -> Result<Tensor> {
+        let x = (x + self.post_attn_norm.forward(&self.attn.forward(x, segs)?)?)?;
         Ok((&x + self.post_ffn_norm.forward(&self.mlp.forward(&x)?)?)?)
     }
 
-    fn cache(&self) -> &KvCache {
-        &self.attn.cache
+    fn attention(&self) -> &SelfAttention {
+        &self.attn
     }
 
-    fn cache_mut(&mut self) -> &mut KvCache {
-        &mut self.attn.cache
+    fn attention_mut(&mut self) -> &mut SelfAttention {
+        &mut self.attn
     }
 }
 

@@ -7,11 +7,10 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::decoder::{Decoder, Layer};
+use super::decoder::{Decoder, Layer, Segment};
 use super::exaone4;
 use super::layers::{Activation, GatedMlp, LoadOptions, RmsNorm, SelfAttention, Weights};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
-use crate::engine::kv_cache::KvCache;
 use crate::error::{Error, Result};
 use crate::formats::checkpoint::Checkpoint;
 
@@ -233,8 +232,8 @@ impl DecoderLayer {
 
 impl Layer for DecoderLayer {
     /// Pre-norm, unlike exaone4 (spec §0 trap 2).
-    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.attn_norm.forward(x)?, offset)?)?;
+    fn forward(&mut self, x: &Tensor, segs: &[Segment]) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.attn_norm.forward(x)?, segs)?)?;
         let h = self.ffn_norm.forward(&x)?;
         let m = match &self.mlp {
             Mlp::Dense(m) => m.forward(&h)?,
@@ -243,12 +242,12 @@ impl Layer for DecoderLayer {
         Ok((&x + m)?)
     }
 
-    fn cache(&self) -> &KvCache {
-        &self.attn.cache
+    fn attention(&self) -> &SelfAttention {
+        &self.attn
     }
 
-    fn cache_mut(&mut self) -> &mut KvCache {
-        &mut self.attn.cache
+    fn attention_mut(&mut self) -> &mut SelfAttention {
+        &mut self.attn
     }
 }
 

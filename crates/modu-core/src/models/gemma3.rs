@@ -8,9 +8,8 @@
 use candle_core::{Device, Tensor};
 
 use super::layers::{Activation, GatedMlp, Weights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
-use super::decoder::{Decoder, Layer};
+use super::decoder::{Decoder, Layer, Segment};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
-use crate::engine::kv_cache::KvCache;
 use crate::error::Result;
 use crate::formats::checkpoint::Checkpoint;
 
@@ -92,19 +91,19 @@ impl DecoderLayer {
 }
 
 impl Layer for DecoderLayer {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let a = self.attn.forward(&self.attn_norm.forward(x)?, offset)?;
+    fn forward(&mut self, x: &Tensor, segs: &[Segment]) -> Result<Tensor> {
+        let a = self.attn.forward(&self.attn_norm.forward(x)?, segs)?;
         let x = (x + self.post_attn_norm.forward(&a)?)?;
         let m = self.mlp.forward(&self.ffn_norm.forward(&x)?)?;
         Ok((x + self.post_ffn_norm.forward(&m)?)?)
     }
 
-    fn cache(&self) -> &KvCache {
-        &self.attn.cache
+    fn attention(&self) -> &SelfAttention {
+        &self.attn
     }
 
-    fn cache_mut(&mut self) -> &mut KvCache {
-        &mut self.attn.cache
+    fn attention_mut(&mut self) -> &mut SelfAttention {
+        &mut self.attn
     }
 }
 

@@ -435,7 +435,9 @@ pub struct SelfAttention {
     rope: Option<Rope>,
     window: Option<usize>,
     heads: Heads,
-    pub cache: KvCache,
+    kv_dtype: DType,
+    /// One cache per sequence slot (slot 0 is the single-sequence path).
+    caches: Vec<KvCache>,
 }
 
 impl SelfAttention {
@@ -458,11 +460,30 @@ impl SelfAttention {
             rope,
             window,
             heads,
-            cache: KvCache::windowed(w.opts.kv_dtype, window),
+            kv_dtype: w.opts.kv_dtype,
+            caches: Vec::new(),
         })
     }
 
-    pub fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
+    /// The cache of a slot, if the slot was ever used.
+    pub fn cache(&self, slot: usize) -> Option<&KvCache> {
+        self.caches.get(slot)
+    }
+
+    pub fn cache_mut(&mut self, slot: usize) -> &mut KvCache {
+        while self.caches.len() <= slot {
+            self.caches.push(KvCache::windowed(self.kv_dtype, self.window));
+        }
+        &mut self.caches[slot]
+    }
+
+    pub fn caches(&self) -> &[KvCache] {
+        &self.caches
+    }
+
+    /// `x` holds the rows of every segment, one after another; each segment attends to its own
+    /// slot's cache at its own positions. Projections and norms run on all rows at once.
+    pub fn forward(&mut self, x: &Tensor, segs: &[crate::models::decoder::Segment]) -> Result<Tensor> {
         let Heads { n_heads, n_kv_heads, head_dim, .. } = self.heads;
         let mut q = split_heads(&self.q.forward(x)?, n_heads, head_dim)?;
         let mut k = split_heads(&self.k.forward(x)?, n_kv_heads, head_dim)?;
@@ -471,12 +492,23 @@ impl SelfAttention {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
-        if let Some(rope) = &self.rope {
-            q = rope.apply(&q, offset)?;
-            k = rope.apply(&k, offset)?;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let mut outs = Vec::with_capacity(segs.len());
+        for seg in segs {
+            let part = |t: &Tensor| -> Result<Tensor> {
+                Ok(if segs.len() == 1 { t.clone() } else { t.narrow(2, seg.start, seg.len)?.contiguous()? })
+            };
+            let (mut qs, mut ks, vs) = (part(&q)?, part(&k)?, part(&v)?);
+            if let Some(rope) = &self.rope {
+                qs = rope.apply(&qs, seg.offset)?;
+                ks = rope.apply(&ks, seg.offset)?;
+            }
+            let window = self.window;
+            let cache = self.cache_mut(seg.slot);
+            let (kc, vc) = cache.append(&ks, &vs)?;
+            outs.push(attention(&qs, &kc, &vc, seg.offset, cache.start(), window, scale)?);
         }
-        let (k, v) = self.cache.append(&k, &v)?;
-        let out = attention(&q, &k, &v, offset, self.cache.start(), self.window, 1.0 / (head_dim as f64).sqrt())?;
+        let out = if outs.len() == 1 { outs.pop().expect("one segment") } else { Tensor::cat(&outs, 1)? };
         self.o.forward(&out)
     }
 }

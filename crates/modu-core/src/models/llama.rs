@@ -7,9 +7,8 @@
 use candle_core::{Device, Tensor};
 
 use super::layers::{Activation, GatedMlp, Weights, Heads, LoadOptions, RmsNorm, Rope, RopeStyle, SelfAttention};
-use super::decoder::{Decoder, Layer};
+use super::decoder::{Decoder, Layer, Segment};
 use super::{limits, meta_f32_or, meta_usize, meta_usize_or, ModelInfo};
-use crate::engine::kv_cache::KvCache;
 use crate::error::{Error, Result};
 use crate::formats::checkpoint::Checkpoint;
 
@@ -98,17 +97,17 @@ impl DecoderLayer {
 }
 
 impl Layer for DecoderLayer {
-    fn forward(&mut self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.attn_norm.forward(x)?, offset)?)?;
+    fn forward(&mut self, x: &Tensor, segs: &[Segment]) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.attn_norm.forward(x)?, segs)?)?;
         Ok((&x + self.mlp.forward(&self.ffn_norm.forward(&x)?)?)?)
     }
 
-    fn cache(&self) -> &KvCache {
-        &self.attn.cache
+    fn attention(&self) -> &SelfAttention {
+        &self.attn
     }
 
-    fn cache_mut(&mut self) -> &mut KvCache {
-        &mut self.attn.cache
+    fn attention_mut(&mut self) -> &mut SelfAttention {
+        &mut self.attn
     }
 }
 

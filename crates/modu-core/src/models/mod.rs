@@ -38,17 +38,34 @@ pub enum Logits {
     From(usize),
 }
 
-/// A decoder-only language model with its own KV cache.
+/// One sequence's share of a batched forward pass: its slot, its new tokens, and the position
+/// of the first of them (the slot's cached length).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchItem<'a> {
+    pub slot: usize,
+    pub ids: &'a [u32],
+    pub offset: usize,
+}
+
+/// A decoder-only language model with its own KV caches, one per sequence slot. The
+/// single-sequence methods use slot 0.
 pub trait CausalLm: Send {
     /// Runs `ids` at positions `offset..offset + ids.len()`. The cache must hold exactly `offset`
     /// positions; call [`CausalLm::truncate`] first to rewind.
     fn forward(&mut self, ids: &[u32], offset: usize, logits: Logits) -> Result<Tensor>;
+    /// Runs several sequences in one pass (continuous batching: prefill chunks and decode steps
+    /// mixed); returns the logits after the last token of each item, [items, vocab].
+    fn forward_batch(&mut self, batch: &[BatchItem]) -> Result<Tensor>;
     /// Keeps the first `len` cached positions and returns how many were kept: `len`, or fewer
     /// (0) when sliding-window layers have already dropped keys that position `len` needs.
     fn truncate(&mut self, len: usize) -> usize;
+    fn truncate_slot(&mut self, slot: usize, len: usize) -> usize;
+    /// Frees a slot's caches.
+    fn free_slot(&mut self, slot: usize);
     /// Bytes held by the KV caches now.
     fn kv_bytes(&self) -> usize;
     fn cached_len(&self) -> usize;
+    fn cached_len_slot(&self, slot: usize) -> usize;
     fn info(&self) -> &ModelInfo;
     fn device(&self) -> &Device;
 }
