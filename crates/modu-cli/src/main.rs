@@ -34,6 +34,9 @@ enum Command {
     /// Perplexity of a text file, with llama.cpp's method.
     #[command(after_help = "Example:\n  modu perplexity -m model.gguf -f wiki.txt --ctx 512")]
     Perplexity(commands::perplexity::PerplexityArgs),
+    /// Serve models over an OpenAI-compatible HTTP API with continuous batching.
+    #[command(after_help = "Examples:\n  modu serve -m gemma-3-270m-q4_k_m.gguf --port 8080\n  modu serve -m exaone=./EXAONE-4.0-1.2B -m gemma=gemma.gguf --parallel 8 --api-key $KEY")]
+    Serve(commands::serve::ServeArgs),
     /// Write a model (HF directory or GGUF) as GGUF, optionally quantized.
     #[command(after_help = "Examples:\n  modu convert ./EXAONE-4.0-1.2B --out exaone4-1.2b-f16.gguf\n  modu convert ./EXAONE-4.0-1.2B --out exaone4-1.2b-q4_k_m.gguf --type q4_k")]
     Convert(commands::convert::ConvertArgs),
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => commands::inspect::logits(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Convert(a) => commands::convert::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Bench(a) => commands::bench::run(a),
     };
     match result {

@@ -5,3 +5,4 @@ pub mod convert;
 pub mod generate;
 pub mod inspect;
 pub mod perplexity;
+pub mod serve;

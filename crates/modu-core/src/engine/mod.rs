@@ -4,6 +4,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod perplexity;
 pub mod sampler;
+pub mod scheduler;
 
 pub use generate::{FinishReason, GenerateParams, Generation, Session};
 pub use sampler::{Sampler, SamplingParams};
