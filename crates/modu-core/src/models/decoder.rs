@@ -124,7 +124,9 @@ impl<L: Layer> CausalLm for Decoder<L> {
         let last: Vec<u32> = segs.iter().map(|s| (s.start + s.len - 1) as u32).collect();
         let idx = Tensor::new(last.as_slice(), &self.device)?;
         let x = x.squeeze(0)?.index_select(&idx, 0)?.unsqueeze(0)?;
-        Ok(self.lm_head.forward(&self.norm.forward(&x)?)?.squeeze(0)?)
+        // One output row per sequence, computed as its own single-sequence pass computes it.
+        let rows: Vec<Segment> = (0..segs.len()).map(|i| Segment { slot: i, start: i, len: 1, offset: 0 }).collect();
+        Ok(self.lm_head.forward_segments(&self.norm.forward(&x)?, &rows)?.squeeze(0)?)
     }
 
     fn truncate(&mut self, len: usize) -> usize {

@@ -161,7 +161,7 @@ impl Layer for DecoderLayer {
     /// Trap 2: post-norm. The raw residual stream feeds attention and MLP.
     fn forward(&mut self, x: &Tensor, segs: &[Segment]) -> Result<Tensor> {
         let x = (x + self.post_attn_norm.forward(&self.attn.forward(x, segs)?)?)?;
-        Ok((&x + self.post_ffn_norm.forward(&self.mlp.forward(&x)?)?)?)
+        Ok((&x + self.post_ffn_norm.forward(&self.mlp.forward_segments(&x, segs)?)?)?)
     }
 
     fn attention(&self) -> &SelfAttention {

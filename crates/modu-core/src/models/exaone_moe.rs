@@ -236,7 +236,7 @@ impl Layer for DecoderLayer {
         let x = (x + self.attn.forward(&self.attn_norm.forward(x)?, segs)?)?;
         let h = self.ffn_norm.forward(&x)?;
         let m = match &self.mlp {
-            Mlp::Dense(m) => m.forward(&h)?,
+            Mlp::Dense(m) => m.forward_segments(&h, segs)?,
             Mlp::Moe(m) => m.forward(&h)?,
         };
         Ok((&x + m)?)

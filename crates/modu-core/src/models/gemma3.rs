@@ -94,7 +94,7 @@ impl Layer for DecoderLayer {
     fn forward(&mut self, x: &Tensor, segs: &[Segment]) -> Result<Tensor> {
         let a = self.attn.forward(&self.attn_norm.forward(x)?, segs)?;
         let x = (x + self.post_attn_norm.forward(&a)?)?;
-        let m = self.mlp.forward(&self.ffn_norm.forward(&x)?)?;
+        let m = self.mlp.forward_segments(&self.ffn_norm.forward(&x)?, segs)?;
         Ok((x + self.post_ffn_norm.forward(&m)?)?)
     }
 

@@ -131,6 +131,29 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.w.forward(x)?)
     }
+
+    /// Whether candle picks a different kernel for one row than for several with this weight
+    /// type (x86: Q6_K and Q8_0 repacking, gemm blocking for float weights), so that a row's
+    /// result would depend on what it is batched with.
+    fn kernel_depends_on_rows(&self) -> bool {
+        match &self.w {
+            QMatMul::QTensor(q) => matches!(q.dtype(), candle_core::quantized::GgmlDType::Q6K | candle_core::quantized::GgmlDType::Q8_0),
+            _ => true,
+        }
+    }
+
+    /// `x` [1, rows, in] holding the rows of several sequences: one matmul for all rows where
+    /// that is exact, else one per sequence, so that batching never changes a sequence's numbers.
+    pub fn forward_segments(&self, x: &Tensor, segs: &[crate::models::decoder::Segment]) -> Result<Tensor> {
+        if segs.len() <= 1 || !self.kernel_depends_on_rows() {
+            return self.forward(x);
+        }
+        let parts = segs
+            .iter()
+            .map(|s| self.forward(&x.narrow(1, s.start, s.len)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 1)?)
+    }
 }
 
 /// Token embedding table, kept quantized; rows are dequantized on lookup.
@@ -485,9 +508,9 @@ impl SelfAttention {
     /// slot's cache at its own positions. Projections and norms run on all rows at once.
     pub fn forward(&mut self, x: &Tensor, segs: &[crate::models::decoder::Segment]) -> Result<Tensor> {
         let Heads { n_heads, n_kv_heads, head_dim, .. } = self.heads;
-        let mut q = split_heads(&self.q.forward(x)?, n_heads, head_dim)?;
-        let mut k = split_heads(&self.k.forward(x)?, n_kv_heads, head_dim)?;
-        let v = split_heads(&self.v.forward(x)?, n_kv_heads, head_dim)?;
+        let mut q = split_heads(&self.q.forward_segments(x, segs)?, n_heads, head_dim)?;
+        let mut k = split_heads(&self.k.forward_segments(x, segs)?, n_kv_heads, head_dim)?;
+        let v = split_heads(&self.v.forward_segments(x, segs)?, n_kv_heads, head_dim)?;
         if let Some((qn, kn)) = &self.qk_norm {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
@@ -509,7 +532,7 @@ impl SelfAttention {
             outs.push(attention(&qs, &kc, &vc, seg.offset, cache.start(), window, scale)?);
         }
         let out = if outs.len() == 1 { outs.pop().expect("one segment") } else { Tensor::cat(&outs, 1)? };
-        self.o.forward(&out)
+        self.o.forward_segments(&out, segs)
     }
 }
 
@@ -552,12 +575,17 @@ impl GatedMlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate.forward(x)?;
+        self.forward_segments(x, &[])
+    }
+
+    /// See [`Linear::forward_segments`].
+    pub fn forward_segments(&self, x: &Tensor, segs: &[crate::models::decoder::Segment]) -> Result<Tensor> {
+        let g = self.gate.forward_segments(x, segs)?;
         let g = match self.act {
             Activation::Silu => candle_nn::ops::silu(&g)?,
             Activation::GeluTanh { ggml_rounding } => gelu_tanh(&g, ggml_rounding)?,
         };
-        self.down.forward(&(g * self.up.forward(x)?)?)
+        self.down.forward_segments(&(g * self.up.forward_segments(x, segs)?)?, segs)
     }
 }
 

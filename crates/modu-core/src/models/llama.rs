@@ -99,7 +99,7 @@ impl DecoderLayer {
 impl Layer for DecoderLayer {
     fn forward(&mut self, x: &Tensor, segs: &[Segment]) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.attn_norm.forward(x)?, segs)?)?;
-        Ok((&x + self.mlp.forward(&self.ffn_norm.forward(&x)?)?)?)
+        Ok((&x + self.mlp.forward_segments(&self.ffn_norm.forward(&x)?, segs)?)?)
     }
 
     fn attention(&self) -> &SelfAttention {
