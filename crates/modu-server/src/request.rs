@@ -86,10 +86,25 @@ pub struct Common {
 
 /// Parses the body: JSON object, nesting bounded by serde_json's recursion limit.
 pub fn parse_body(bytes: &[u8]) -> Result<Obj, ApiError> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::invalid("", format!("The body is not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(&key_before_error(bytes, &e), format!("The body is not valid JSON: {e}")))?;
     match v {
         Value::Object(o) => Ok(o),
         other => Err(ApiError::invalid("", format!("The body must be a JSON object, got {}", kind(&other)))),
+    }
+}
+
+/// The object key nearest before a JSON syntax error (e.g. `max_tokens` for `"max_tokens": 1e309`),
+/// so the error can name the field; empty when there is none on that line.
+fn key_before_error(bytes: &[u8], e: &serde_json::Error) -> String {
+    let Some(line) = bytes.split(|&b| b == b'\n').nth(e.line().saturating_sub(1)) else { return String::new() };
+    let upto = &line[..e.column().min(line.len())];
+    let text = String::from_utf8_lossy(upto);
+    let Some(colon) = text.rfind(':') else { return String::new() };
+    let before = text[..colon].trim_end();
+    let Some(end) = before.strip_suffix('"') else { return String::new() };
+    match end.rfind('"') {
+        Some(start) if end.len() - start < 64 => end[start + 1..].to_string(),
+        _ => String::new(),
     }
 }
 
@@ -230,9 +245,16 @@ pub fn messages(o: &Obj) -> Result<Value, ApiError> {
             Some(Value::String(_)) => {}
             Some(Value::Array(parts)) => {
                 for part in parts {
-                    let ok = part.get("type").and_then(|t| t.as_str()).is_some();
-                    if !ok {
-                        return Err(ApiError::invalid(&format!("{p}.content"), format!("{p}.content parts need a 'type'")));
+                    match part.get("type").and_then(|t| t.as_str()) {
+                        Some("text") if part.get("text").is_some_and(|t| t.is_string()) => {}
+                        Some("text") => return Err(ApiError::invalid(&format!("{p}.content"), format!("{p}.content: a text part needs a 'text' string"))),
+                        Some(other) => {
+                            return Err(ApiError::invalid(
+                                &format!("{p}.content"),
+                                format!("{p}.content: part type '{other}' is not supported (modu takes text parts; it has no image or audio input yet, and never reads local files)"),
+                            ))
+                        }
+                        None => return Err(ApiError::invalid(&format!("{p}.content"), format!("{p}.content parts need a 'type'"))),
                     }
                 }
             }
@@ -249,11 +271,16 @@ pub fn messages(o: &Obj) -> Result<Value, ApiError> {
             }
         }
     }
-    // Tool-call arguments arrive as JSON strings; templates expect objects.
+    // Tool-call arguments arrive as JSON strings; templates expect objects. Text parts are
+    // joined into one string, which every template reads.
     let list: Vec<Value> = list
         .iter()
         .map(|m| {
             let mut m = m.clone();
+            if let Some(Value::Array(parts)) = m.get("content") {
+                let text: Vec<&str> = parts.iter().filter_map(|p| p.get("text").and_then(|t| t.as_str())).collect();
+                m["content"] = Value::String(text.join("\n"));
+            }
             if let Some(Value::Array(calls)) = m.get_mut("tool_calls") {
                 for c in calls.iter_mut() {
                     if let Some(args) = c.get_mut("function").and_then(|f| f.get_mut("arguments")) {

@@ -346,6 +346,7 @@ impl Worker {
                 model.free_slot(s.slot);
             }
             // swap_remove in reverse index order keeps the remaining indices valid.
+            self.metrics.running.store(running.len() as u64, Ordering::SeqCst);
         }
     }
 }
