@@ -133,11 +133,12 @@ impl Linear {
     }
 
     /// Whether candle picks a different kernel for one row than for several with this weight
-    /// type (x86: Q6_K and Q8_0 repacking, gemm blocking for float weights), so that a row's
-    /// result would depend on what it is batched with.
+    /// type, so that a row's result would depend on what it is batched with. In candle 0.11 on
+    /// x86 that is Q6_K (repacked only for several rows) and float weights (gemm blocking); the
+    /// other quantized types use one kernel whatever the row count.
     fn kernel_depends_on_rows(&self) -> bool {
         match &self.w {
-            QMatMul::QTensor(q) => matches!(q.dtype(), candle_core::quantized::GgmlDType::Q6K | candle_core::quantized::GgmlDType::Q8_0),
+            QMatMul::QTensor(q) => q.dtype() == candle_core::quantized::GgmlDType::Q6K,
             _ => true,
         }
     }
