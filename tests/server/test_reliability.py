@@ -853,3 +853,39 @@ def test_case37_path_confinement(server, tmp_path, model_path):
         assert r.elapsed < 2.0
         clean(r.body, url)
     assert_alive(server)
+
+
+# ------------------------------------------------------------------------------- 27, 33: faults
+
+def test_case27_mid_stream_failure(spawn_server):
+    """An engine error after 5 generated tokens: the stream carries an error event and ends, the
+    SDK raises APIError (never a silently truncated 200); the next request succeeds."""
+    srv = spawn_server("--port", "0", "--parallel", "2", "--ctx", "1024", "--inject-fault", "error-after=5")
+    client = srv.client()
+    pieces = []
+    with pytest.raises(openai.APIError) as e:
+        for chunk in client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Count to twenty."}],
+                                                    max_tokens=32, temperature=0, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+    assert "injected engine fault" in str(e.value)
+    assert pieces, "the failure came after some tokens had streamed"
+    ok = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    assert ok.choices[0].finish_reason in ("stop", "length")
+
+
+def test_case33_engine_panic_reports_unhealthy(spawn_server):
+    """The engine thread panics mid-request: the in-flight request fails (5xx or a stream error),
+    /health turns 503 at once, new requests get 503 with x-should-retry: false; no hang."""
+    srv = spawn_server("--port", "0", "--parallel", "2", "--ctx", "1024", "--inject-fault", "panic-after=3")
+    body = {"model": MODEL_ID, "prompt": "One two three four", "max_tokens": 16, "temperature": 0}
+    t0 = time.monotonic()
+    r = post_json(srv, "/v1/completions", body, timeout=30)
+    assert r.status >= 500, (r.status, r.body[:200])
+    assert time.monotonic() - t0 < 10, "the failed request hung"
+    h = req(srv, "GET", "/health", timeout=5)
+    assert h.status == 503, h.status
+    r = post_json(srv, "/v1/completions", body, timeout=5)
+    assert r.status == 503, r.status
+    assert_openai_error(r, 503)
+    assert r.header("x-should-retry") == "false", r.headers

@@ -50,12 +50,17 @@ pub struct ServeArgs {
     /// CPU threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
+    /// Inject an engine fault (error-after=N or panic-after=N generated tokens), to test how
+    /// clients see failures.
+    #[arg(long, hide = true)]
+    pub inject_fault: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
     setup_threads(args.threads)?;
     anyhow::ensure!(args.parallel >= 1, "--parallel must be at least 1");
     anyhow::ensure!(args.max_n >= 1 && args.max_n <= args.parallel.max(1) * 4, "--max-n must be between 1 and 4x --parallel");
+    let fault = args.inject_fault.as_deref().map(modu_core::engine::scheduler::Fault::parse).transpose()?;
     let mut entries = Vec::new();
     let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     for spec in &args.models {
@@ -73,7 +78,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let template = loaded.chat_template().with_context(|| format!("the chat template of {id}"))?;
         let vocab_size = loaded.model.info().vocab_size;
         let template_source = loaded.chat_template_source.clone();
-        let mut scheduler = Scheduler::start(loaded.model, Arc::new(loaded.tokenizer), args.parallel, args.max_queue);
+        let mut scheduler = Scheduler::start_with_fault(loaded.model, Arc::new(loaded.tokenizer), args.parallel, args.max_queue, fault);
         if let Some(c) = args.ctx {
             scheduler.context_length = scheduler.context_length.min(c);
         }

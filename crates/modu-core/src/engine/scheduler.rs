@@ -92,6 +92,29 @@ impl Histogram {
     }
 }
 
+/// A fault to inject, for tests of how the server reports engine failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// One forward pass fails once this many tokens have been generated.
+    ErrorAfter(u64),
+    /// The engine thread panics once this many tokens have been generated.
+    PanicAfter(u64),
+}
+
+impl Fault {
+    /// `error-after=N` or `panic-after=N`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || Error::Invalid(format!("fault '{s}': use error-after=N or panic-after=N"));
+        let (kind, n) = s.split_once('=').ok_or_else(bad)?;
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        match kind {
+            "error-after" => Ok(Self::ErrorAfter(n)),
+            "panic-after" => Ok(Self::PanicAfter(n)),
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// The handle requests are submitted through; clone it freely.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -106,11 +129,22 @@ pub struct Scheduler {
 impl Scheduler {
     /// Starts the worker thread. `slots` sequences run at once; `queue` more may wait.
     pub fn start(model: Box<dyn CausalLm>, tokenizer: Arc<Tokenizer>, slots: usize, queue: usize) -> Self {
+        Self::start_with_fault(model, tokenizer, slots, queue, None)
+    }
+
+    pub fn start_with_fault(model: Box<dyn CausalLm>, tokenizer: Arc<Tokenizer>, slots: usize, queue: usize, fault: Option<Fault>) -> Self {
         let (tx, rx) = mpsc::sync_channel(queue);
         let metrics = Arc::new(Metrics::default());
         let alive = Arc::new(AtomicBool::new(true));
         let context_length = model.info().context_length;
-        let worker = Worker { model: Mutex::new(model), tokenizer: tokenizer.clone(), slots: slots.max(1), metrics: metrics.clone() };
+        let worker = Worker {
+            model: Mutex::new(model),
+            tokenizer: tokenizer.clone(),
+            slots: slots.max(1),
+            metrics: metrics.clone(),
+            fault: Mutex::new(fault),
+            alive: alive.clone(),
+        };
         let flag = alive.clone();
         std::thread::Builder::new()
             .name("modu-engine".into())
@@ -163,6 +197,21 @@ struct Worker {
     tokenizer: Arc<Tokenizer>,
     slots: usize,
     metrics: Arc<Metrics>,
+    fault: Mutex<Option<Fault>>,
+    alive: Arc<AtomicBool>,
+}
+
+/// Marks the engine dead when its thread unwinds, before the running sequences (declared
+/// earlier, so dropped later) close their clients' streams: a client that sees its request fail
+/// then finds /health already failing.
+struct DeadOnPanic(Arc<AtomicBool>);
+
+impl Drop for DeadOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
 }
 
 struct Seq<'t> {
@@ -196,6 +245,7 @@ impl Worker {
         };
         let ctx = model.info().context_length;
         let mut running: Vec<Seq> = Vec::new();
+        let _dead_on_panic = DeadOnPanic(self.alive.clone());
         loop {
             // Admit waiting requests into free slots; block only when idle.
             while running.len() < self.slots {
@@ -266,6 +316,18 @@ impl Worker {
             let batch: Vec<BatchItem> = inputs.iter().map(|(slot, ids, offset)| BatchItem { slot: *slot, ids, offset: *offset }).collect();
             let logits = model.forward_batch(&batch).and_then(|t| Ok(t.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?));
             self.metrics.steps.fetch_add(1, Ordering::Relaxed);
+            let generated = self.metrics.generated_tokens.load(Ordering::Relaxed);
+            let fault = self.fault.lock().map(|f| *f).unwrap_or(None);
+            let logits = match fault {
+                Some(Fault::ErrorAfter(n)) if generated >= n => {
+                    if let Ok(mut f) = self.fault.lock() {
+                        *f = None;
+                    }
+                    Err(Error::Invalid("injected engine fault".into()))
+                }
+                Some(Fault::PanicAfter(n)) if generated >= n => panic!("injected engine panic"),
+                _ => logits,
+            };
             let logits = match logits {
                 Ok(l) => l,
                 Err(e) => {
