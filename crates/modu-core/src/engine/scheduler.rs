@@ -124,6 +124,8 @@ pub struct Scheduler {
     pub tokenizer: Arc<Tokenizer>,
     pub context_length: usize,
     pub slots: usize,
+    /// Requests allowed to wait for a slot.
+    pub max_queue: usize,
 }
 
 impl Scheduler {
@@ -133,7 +135,10 @@ impl Scheduler {
     }
 
     pub fn start_with_fault(model: Box<dyn CausalLm>, tokenizer: Arc<Tokenizer>, slots: usize, queue: usize, fault: Option<Fault>) -> Self {
-        let (tx, rx) = mpsc::sync_channel(queue);
+        // Room for the requests the worker is about to take into free slots, plus `queue`
+        // waiting ones: a request must not be refused only because the worker has not yet
+        // picked up the one before it.
+        let (tx, rx) = mpsc::sync_channel(queue + slots.max(1));
         let metrics = Arc::new(Metrics::default());
         let alive = Arc::new(AtomicBool::new(true));
         let context_length = model.info().context_length;
@@ -156,7 +161,7 @@ impl Scheduler {
                 flag.store(false, Ordering::SeqCst);
             })
             .expect("spawn the engine thread");
-        Self { queue: tx, metrics, alive, tokenizer, context_length, slots: slots.max(1) }
+        Self { queue: tx, metrics, alive, tokenizer, context_length, slots: slots.max(1), max_queue: queue }
     }
 
     pub fn is_alive(&self) -> bool {
@@ -167,6 +172,13 @@ impl Scheduler {
     pub fn submit(&self, req: Request) -> std::result::Result<(), Rejected> {
         if !self.is_alive() {
             return Err(Rejected::EngineDown);
+        }
+        // Waiting = submitted but not admitted, less the free slots the worker will fill at once.
+        let free = self.slots.saturating_sub(self.metrics.running.load(Ordering::SeqCst) as usize);
+        let waiting = (self.metrics.queued.load(Ordering::SeqCst) as usize).saturating_sub(free);
+        if waiting >= self.max_queue {
+            self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(Rejected::QueueFull);
         }
         self.metrics.queued.fetch_add(1, Ordering::SeqCst);
         match self.queue.try_send(req) {
