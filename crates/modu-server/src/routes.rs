@@ -377,7 +377,7 @@ async fn chat_inner(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<
                     (d, None, Some(finish))
                 }
                 Event::Error(e) => {
-                    let _ = out_tx.send(SseEvent::default().data(json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}}).to_string()));
+                    let _ = out_tx.send(error_event(e));
                     return;
                 }
             };
@@ -421,7 +421,7 @@ async fn chat_inner(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<
             }
         }
         if done < n {
-            let _ = out_tx.send(SseEvent::default().data(json!({"error": {"message": "the engine stopped before the request finished", "type": "server_error", "param": null, "code": null}}).to_string()));
+            let _ = out_tx.send(error_event("the engine stopped before the request finished"));
             return;
         }
         if include_usage {
@@ -432,6 +432,11 @@ async fn chat_inner(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<
         let _ = out_tx.send(SseEvent::default().data("[DONE]"));
     });
     Ok(sse(out_rx))
+}
+
+/// A mid-stream failure as the SDK expects it: a data line holding an OpenAI error object.
+fn error_event(message: impl Into<String>) -> SseEvent {
+    SseEvent::default().data(ApiError::internal(message).body().to_string())
 }
 
 fn sse(rx: UnboundedReceiver<SseEvent>) -> Response {
@@ -536,7 +541,7 @@ async fn completions_inner(s: Arc<AppState>, headers: HeaderMap, body: Body) -> 
                     }
                 }
                 Event::Error(e) => {
-                    let _ = out_tx.send(SseEvent::default().data(json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}}).to_string()));
+                    let _ = out_tx.send(error_event(e));
                     return;
                 }
             }
