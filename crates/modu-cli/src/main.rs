@@ -45,7 +45,20 @@ enum Command {
     Bench(commands::bench::BenchArgs),
 }
 
+/// Every decode step allocates its activations and logits afresh (megabytes for a batch over a
+/// large vocabulary). glibc serves such sizes with fresh mmaps by default, so each step paid
+/// thousands of page faults and zeroed pages; keep them in the heap for reuse instead.
+fn keep_large_allocations_in_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_large_allocations_in_heap();
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod formats;
 pub mod hub;
+pub mod kernels;
 pub mod loader;
 pub mod models;
 pub mod tokenizer;

@@ -1,6 +1,8 @@
 //! `modu bench`: prompt processing (pp) and generation (tg) speed with llama-bench's method:
 //! pp runs P tokens as one prefill from an empty cache; tg decodes N tokens one at a time from an
 //! empty cache; each after one warm-up, repeated R times, reported as mean ± sd of tokens/s.
+//! With `--batch B`, tg decodes B sequences in lockstep, one forward pass per step for all of
+//! them (as the server's continuous batching does), and reports their aggregate tokens/s.
 
 use std::time::Instant;
 
@@ -23,6 +25,9 @@ pub struct BenchArgs {
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
+    /// Sequences decoded together in the tg test (aggregate tokens/s of all of them).
+    #[arg(short = 'b', long = "batch", default_value_t = 1)]
+    pub batch: usize,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -80,6 +85,28 @@ fn time_tg(model: &mut dyn CausalLm, ids: &[u32]) -> Result<f64> {
     Ok(ids.len() as f64 / t.elapsed().as_secs_f64())
 }
 
+/// B sequences decoding together: each step runs one token of every sequence in one pass.
+fn time_tg_batch(model: &mut dyn CausalLm, ids: &[u32], batch: usize) -> Result<f64> {
+    use modu_core::models::BatchItem;
+    for slot in 0..batch {
+        model.truncate_slot(slot, 0);
+    }
+    let t = Instant::now();
+    for (pos, id) in ids.iter().enumerate() {
+        // Different tokens per sequence, as real requests have.
+        let toks: Vec<u32> = (0..batch).map(|s| (*id as usize + s * 7919) as u32 % model.info().vocab_size as u32).collect();
+        let items: Vec<BatchItem> =
+            (0..batch).map(|s| BatchItem { slot: s, ids: std::slice::from_ref(&toks[s]), offset: pos }).collect();
+        let out = model.forward_batch(&items)?;
+        let _ = out.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    for slot in 0..batch {
+        model.free_slot(slot);
+    }
+    Ok((ids.len() * batch) as f64 / secs)
+}
+
 /// Peak resident memory of this process (VmHWM), where the OS reports it.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -90,6 +117,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1, "--repetitions must be at least 1");
+    anyhow::ensure!((1..=256).contains(&args.batch), "--batch must be between 1 and 256");
     let mut loaded = args.model.load()?;
     let threads = std::env::var("RAYON_NUM_THREADS")
         .ok()
@@ -114,8 +142,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut tg = None;
     if args.n_gen > 0 {
         let ids = bench_tokens(args.n_gen, info.vocab_size);
-        time_tg(model, &ids[..1])?; // warm-up
-        let samples = (0..args.reps).map(|_| time_tg(model, &ids)).collect::<Result<Vec<_>>>()?;
+        let samples = if args.batch == 1 {
+            time_tg(model, &ids[..1])?; // warm-up
+            (0..args.reps).map(|_| time_tg(model, &ids)).collect::<Result<Vec<_>>>()?
+        } else {
+            time_tg_batch(model, &ids[..1], args.batch)?; // warm-up
+            (0..args.reps).map(|_| time_tg_batch(model, &ids, args.batch)).collect::<Result<Vec<_>>>()?
+        };
         tg = Some(Stats { samples });
     }
     model.truncate(0);
@@ -129,6 +162,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "file_bytes": loaded.file_bytes,
             "params": params,
             "threads": threads,
+            "batch": args.batch,
             "pp": pp.as_ref().map(|s| s.json(args.n_prompt)),
             "tg": tg.as_ref().map(|s| s.json(args.n_gen)),
             "peak_rss_bytes": rss,
@@ -142,7 +176,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let label = format!("{} ftype {}", info.architecture, file_type.map(|t| t.to_string()).unwrap_or_else(|| "?".into()));
     println!("| model | size | params | backend | threads | test | t/s |");
     println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
-    for (test, s) in [(format!("pp{}", args.n_prompt), &pp), (format!("tg{}", args.n_gen), &tg)] {
+    let tg_name = if args.batch == 1 { format!("tg{}", args.n_gen) } else { format!("tg{} x{}", args.n_gen, args.batch) };
+    for (test, s) in [(format!("pp{}", args.n_prompt), &pp), (tg_name, &tg)] {
         if let Some(s) = s {
             println!(
                 "| {label} | {size} | {params_s} | {} | {threads} | {test} | {:.2} ± {:.2} |",

@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use half::f16;
 
 use crate::engine::kv_cache::KvCache;
+use crate::kernels::QMatrix;
 use crate::error::{Error, Result};
 use crate::formats::checkpoint::Checkpoint;
 
@@ -45,12 +46,16 @@ impl<'a> Weights<'a> {
         Self { gguf, device, opts }
     }
 
-    fn matmul(&self, q: std::sync::Arc<candle_core::quantized::QTensor>) -> Result<QMatMul> {
-        Ok(if self.opts.dequantize {
-            QMatMul::Tensor(q.dequantize(self.device)?)
-        } else {
-            QMatMul::from_arc(q)?
-        })
+    fn matmul(&self, q: std::sync::Arc<candle_core::quantized::QTensor>) -> Result<LinearWeight> {
+        if self.opts.dequantize {
+            return Ok(LinearWeight::Candle(QMatMul::Tensor(q.dequantize(self.device)?)));
+        }
+        if self.device.is_cpu() {
+            if let Some(m) = QMatrix::from_qtensor(&q)? {
+                return Ok(LinearWeight::Kernel(std::sync::Arc::new(m)));
+            }
+        }
+        Ok(LinearWeight::Candle(QMatMul::from_arc(q)?))
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -108,20 +113,32 @@ impl<'a> Weights<'a> {
     pub fn embedding(&self, name: &str, vocab: usize, hidden: usize) -> Result<Embedding> {
         self.check_shape(name, &[vocab, hidden])?;
         let q = std::sync::Arc::new(self.gguf.tensor(name, self.device)?);
-        Ok(Embedding { table: q, hidden })
+        // Kept once: the kernels' copy serves lookups too when the table is also the output head.
+        let table = match self.matmul(q.clone())? {
+            LinearWeight::Kernel(m) => EmbeddingTable::Kernel(m),
+            LinearWeight::Candle(_) => EmbeddingTable::Candle(q),
+        };
+        Ok(Embedding { table, hidden, device: self.device.clone() })
     }
 }
 
 /// A bias-free linear layer over a (usually quantized) weight.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    w: QMatMul,
+    w: LinearWeight,
     out_dim: usize,
+}
+
+/// Our kernels where the weight type has one (CPU), candle's matmul otherwise.
+#[derive(Debug, Clone)]
+enum LinearWeight {
+    Kernel(std::sync::Arc<QMatrix>),
+    Candle(QMatMul),
 }
 
 impl Linear {
     pub fn from_qmatmul(w: QMatMul, out_dim: usize) -> Self {
-        Self { w, out_dim }
+        Self { w: LinearWeight::Candle(w), out_dim }
     }
 
     pub fn out_dim(&self) -> usize {
@@ -129,17 +146,20 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.w.forward(x)?)
+        match &self.w {
+            LinearWeight::Kernel(m) => m.forward(x),
+            LinearWeight::Candle(w) => Ok(w.forward(x)?),
+        }
     }
 
-    /// Whether candle picks a different kernel for one row than for several with this weight
-    /// type, so that a row's result would depend on what it is batched with. In candle 0.11 on
-    /// x86 that is Q6_K (repacked only for several rows) and float weights (gemm blocking); the
-    /// other quantized types use one kernel whatever the row count.
+    /// Whether the kernel differs for one row and for several, so that a row's result would
+    /// depend on what it is batched with. Our kernels never do; candle 0.11 on x86 does for Q6_K
+    /// (repacked only for several rows) and float weights (gemm blocking).
     fn kernel_depends_on_rows(&self) -> bool {
         match &self.w {
-            QMatMul::QTensor(q) => q.dtype() == candle_core::quantized::GgmlDType::Q6K,
-            _ => true,
+            LinearWeight::Kernel(_) => false,
+            LinearWeight::Candle(QMatMul::QTensor(q)) => q.dtype() == candle_core::quantized::GgmlDType::Q6K,
+            LinearWeight::Candle(_) => true,
         }
     }
 
@@ -160,13 +180,35 @@ impl Linear {
 /// Token embedding table, kept quantized; rows are dequantized on lookup.
 #[derive(Debug, Clone)]
 pub struct Embedding {
-    table: std::sync::Arc<candle_core::quantized::QTensor>,
+    table: EmbeddingTable,
     hidden: usize,
+    device: Device,
+}
+
+#[derive(Debug, Clone)]
+enum EmbeddingTable {
+    Kernel(std::sync::Arc<QMatrix>),
+    Candle(std::sync::Arc<candle_core::quantized::QTensor>),
 }
 
 impl Embedding {
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(self.table.embedding(ids)?)
+        match &self.table {
+            EmbeddingTable::Candle(q) => Ok(q.embedding(ids)?),
+            EmbeddingTable::Kernel(m) => {
+                let ids_v = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut out = vec![0f32; ids_v.len() * self.hidden];
+                for (&id, row) in ids_v.iter().zip(out.chunks_exact_mut(self.hidden)) {
+                    if id as usize >= m.out_dim() {
+                        return Err(Error::Invalid(format!("token id {id} is outside the vocabulary ({})", m.out_dim())));
+                    }
+                    m.dequantize_row(id as usize, row);
+                }
+                let mut shape = ids.dims().to_vec();
+                shape.push(self.hidden);
+                Ok(Tensor::from_vec(out, shape, &self.device)?)
+            }
+        }
     }
 
     pub fn hidden(&self) -> usize {
@@ -175,8 +217,13 @@ impl Embedding {
 
     /// The same weights as an output projection (tied embeddings).
     pub fn as_linear(&self, w: &Weights) -> Result<Linear> {
-        let vocab = self.table.shape().dims()[0];
-        Ok(Linear { w: w.matmul(self.table.clone())?, out_dim: vocab })
+        match &self.table {
+            EmbeddingTable::Kernel(m) => Ok(Linear { w: LinearWeight::Kernel(m.clone()), out_dim: m.out_dim() }),
+            EmbeddingTable::Candle(q) => {
+                let vocab = q.shape().dims()[0];
+                Ok(Linear { w: w.matmul(q.clone())?, out_dim: vocab })
+            }
+        }
     }
 }
 
@@ -603,12 +650,54 @@ fn gelu_tanh(x: &Tensor, ggml_rounding: bool) -> Result<Tensor> {
     if !ggml_rounding {
         return Ok(x.gelu()?);
     }
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        return gelu_ggml_tensor_ops(x);
+    }
+    use half::slice::HalfFloatSliceExt;
+    let table = gelu_f16_table()?;
+    let v = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut h = vec![f16::ZERO; v.len()];
+    h.convert_from_f32_slice(&v);
+    let out: Vec<f32> = v
+        .iter()
+        .zip(&h)
+        .map(|(&x, h)| {
+            if x >= 10.0 {
+                x
+            } else if x <= -10.0 {
+                0.0
+            } else {
+                table[h.to_bits() as usize].to_f32()
+            }
+        })
+        .collect();
+    Ok(Tensor::from_vec(out, x.shape(), x.device())?)
+}
+
+/// The same rounding in tensor ops, for devices other than the CPU.
+fn gelu_ggml_tensor_ops(x: &Tensor) -> Result<Tensor> {
     let x16 = x.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
     let table = x16.gelu()?.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
     let big = x.ge(10f64)?;
     let small = x.le(-10f64)?;
     let out = big.where_cond(x, &table)?;
     Ok(small.where_cond(&x.zeros_like()?, &out)?)
+}
+
+/// GELU of every f16 value, rounded to f16: ggml's table, built once with the same arithmetic
+/// as the tensor path above.
+fn gelu_f16_table() -> Result<&'static [f16]> {
+    static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
+    if let Some(t) = TABLE.get() {
+        return Ok(t);
+    }
+    let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+    let t = Tensor::from_vec(all, 1 << 16, &Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .gelu()?
+        .to_dtype(DType::F16)?
+        .to_vec1::<f16>()?;
+    Ok(TABLE.get_or_init(|| t))
 }
 
 
@@ -622,6 +711,20 @@ pub fn last_position(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table lookup must give bitwise what the tensor-op version gives (and so what the
+    /// greedy Gemma tests were checked with), across the cut-offs at ±10.
+    #[test]
+    fn gelu_table_equals_tensor_ops() {
+        let mut v: Vec<f32> = (0..20_000).map(|i| (i as f32 - 10_000.0) * 1.37e-3 * (1.0 + (i % 7) as f32)).collect();
+        v.extend([10.0, -10.0, 9.999, -9.999, 10.001, -10.001, 0.0, -0.0, 1e-8, 65504.0, -70000.0]);
+        let x = Tensor::from_vec(v, (1, 20_011), &Device::Cpu).unwrap();
+        let a = gelu_tanh(&x, true).unwrap().to_vec2::<f32>().unwrap();
+        let b = gelu_ggml_tensor_ops(&x).unwrap().to_vec2::<f32>().unwrap();
+        for (p, q) in a[0].iter().zip(&b[0]) {
+            assert_eq!(p.to_bits(), q.to_bits(), "{p} vs {q}");
+        }
+    }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()

@@ -1,0 +1,511 @@
+//! Quantized matrix products on the CPU, written for this engine: the weight stays in its GGUF
+//! blocks, the activations are quantized to int8 once per product, and each weight block is
+//! unpacked once for up to four activation rows, so a batch of sequences reads the weights once.
+//!
+//! One kernel per weight type (`q8_0`, `q4_k`, `q6_k`), each with a scalar definition (the
+//! reference, and the path on CPUs without AVX2) and an AVX2 tile. Every (row, column) dot product
+//! runs the same instructions whatever the batch holds, so batching never changes a sequence's
+//! numbers. Work is spread over candle's worker pool, which parks its threads when idle.
+
+pub mod act;
+mod buf;
+mod q4_k;
+mod q6_k;
+pub mod q8_0;
+
+use act::QuantizedRows;
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+
+/// A weight type's kernels. `tile_avx2` computes R activation rows against C weight rows.
+pub(crate) trait Kernel {
+    /// Weights per block, bytes per block, activation block size.
+    const BLOCK: usize;
+    const BYTES: usize;
+    const ACT_BLOCK: usize;
+    fn dequantize_block(b: &[u8], out: &mut [f32]);
+    /// The definition: one weight row against activation row `r`.
+    fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32;
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; each `w[c]` holds one whole weight row.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tile_avx2<const R: usize, const C: usize>(
+        w: [&[u8]; C],
+        a: &QuantizedRows,
+        rows: [usize; R],
+        out: &mut [[f32; C]; R],
+    );
+}
+
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static AVX2: OnceLock<bool> = OnceLock::new();
+        *AVX2.get_or_init(|| {
+            std::env::var_os("MODU_NO_AVX2").is_none()
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn f16_to_f32(bits: u16) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+}
+
+/// The weight types these kernels cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QFormat {
+    Q8_0,
+    Q4K,
+    Q6K,
+}
+
+impl QFormat {
+    pub fn of(dtype: GgmlDType) -> Option<Self> {
+        match dtype {
+            GgmlDType::Q8_0 => Some(Self::Q8_0),
+            GgmlDType::Q4K => Some(Self::Q4K),
+            GgmlDType::Q6K => Some(Self::Q6K),
+            _ => None,
+        }
+    }
+
+    fn block(self) -> (usize, usize) {
+        match self {
+            Self::Q8_0 => (32, 34),
+            Self::Q4K => (q4_k::Q4K::BLOCK, q4_k::Q4K::BYTES),
+            Self::Q6K => (q6_k::Q6K::BLOCK, q6_k::Q6K::BYTES),
+        }
+    }
+}
+
+/// A weight matrix [n, k] (n output rows of k inputs): k-quants in their GGUF blocks, Q8_0
+/// repacked four rows at a time.
+#[derive(Debug)]
+pub struct QMatrix {
+    format: QFormat,
+    n: usize,
+    k: usize,
+    storage: Storage,
+}
+
+#[derive(Debug)]
+enum Storage {
+    Blocks(buf::WeightBuf),
+    Q8x4(q8_0::Packed),
+}
+
+impl QMatrix {
+    /// None when the tensor's type has no kernel here.
+    pub fn from_qtensor(q: &QTensor) -> Result<Option<Self>> {
+        let Some(format) = QFormat::of(q.dtype()) else { return Ok(None) };
+        let dims = q.shape().dims();
+        let &[n, k] = dims else { return Ok(None) };
+        let data = q.data()?.into_owned();
+        Self::new(format, n, k, data).map(Some)
+    }
+
+    pub fn new(format: QFormat, n: usize, k: usize, data: Vec<u8>) -> Result<Self> {
+        let (block, bytes) = format.block();
+        if k % block != 0 || data.len() != n * (k / block) * bytes {
+            return Err(Error::Invalid(format!(
+                "{format:?} matrix [{n}, {k}] cannot hold {} bytes (rows must be whole blocks of {block})",
+                data.len()
+            )));
+        }
+        let storage = match format {
+            QFormat::Q8_0 => Storage::Q8x4(q8_0::Packed::from_blocks(&data, n, k).map_err(io_error)?),
+            _ => Storage::Blocks(buf::WeightBuf::from_bytes(&data).map_err(io_error)?),
+        };
+        Ok(Self { format, n, k, storage })
+    }
+
+    pub fn format(&self) -> QFormat {
+        self.format
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.n
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.k
+    }
+
+    pub fn size_in_bytes(&self) -> usize {
+        match &self.storage {
+            Storage::Blocks(b) => b.bytes().len(),
+            Storage::Q8x4(p) => p.size_in_bytes(),
+        }
+    }
+
+    fn row_bytes(&self) -> usize {
+        let (block, bytes) = self.format.block();
+        self.k / block * bytes
+    }
+
+    /// Row `i` as f32 (embedding lookups).
+    pub fn dequantize_row(&self, i: usize, out: &mut [f32]) {
+        let rb = self.row_bytes();
+        match (&self.storage, self.format) {
+            (Storage::Q8x4(p), _) => p.dequantize_row(i, out),
+            (Storage::Blocks(d), QFormat::Q4K) => dequantize::<q4_k::Q4K>(&d.bytes()[i * rb..(i + 1) * rb], out),
+            (Storage::Blocks(d), _) => dequantize::<q6_k::Q6K>(&d.bytes()[i * rb..(i + 1) * rb], out),
+        }
+    }
+
+    /// `out[m, n] = x[m, k] · selfᵀ`.
+    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.matmul_with(x, m, out, has_avx2())
+    }
+
+    fn matmul_with(&self, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
+        assert_eq!(x.len(), m * self.k, "activation length");
+        assert_eq!(out.len(), m * self.n, "output length");
+        let (n, k) = (self.n, self.k);
+        match (&self.storage, self.format) {
+            (Storage::Q8x4(p), _) => matmul_q8x4(p, n, k, x, m, out, simd),
+            (Storage::Blocks(d), QFormat::Q4K) => matmul::<q4_k::Q4K>(d.bytes(), n, k, x, m, out, simd),
+            (Storage::Blocks(d), _) => matmul::<q6_k::Q6K>(d.bytes(), n, k, x, m, out, simd),
+        }
+    }
+
+    /// `x` [..., k] -> [..., n], on the CPU.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let k = *dims.last().ok_or_else(|| Error::Invalid("matmul of a scalar".into()))?;
+        if k != self.k {
+            return Err(Error::Invalid(format!("matmul: input has {k} columns, weight expects {}", self.k)));
+        }
+        let m = x.elem_count() / k;
+        let xs = x.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; m * self.n];
+        self.matmul(&xs, m, &mut out);
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("non-empty") = self.n;
+        Ok(Tensor::from_vec(out, shape, x.device())?)
+    }
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::Invalid(format!("cannot allocate weight memory: {e}"))
+}
+
+fn dequantize<K: Kernel>(row: &[u8], out: &mut [f32]) {
+    for (b, o) in row.chunks_exact(K::BYTES).zip(out.chunks_exact_mut(K::BLOCK)) {
+        K::dequantize_block(b, o);
+    }
+}
+
+/// Weight rows per work item: their blocks stay in cache while every activation row passes.
+const COLS_PER_ITEM: usize = 16;
+
+fn matmul<K: Kernel>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
+    let a = act::quantize_rows(x, m, k, K::ACT_BLOCK);
+    let rb = k / K::BLOCK * K::BYTES;
+    let out_ptr = out.as_mut_ptr() as usize;
+    let items = n.div_ceil(COLS_PER_ITEM);
+    let run = |range: std::ops::Range<usize>| {
+        for item in range {
+            let c0 = item * COLS_PER_ITEM;
+            let c1 = n.min(c0 + COLS_PER_ITEM);
+            // SAFETY: each (row, column) of `out` is written by exactly one work item.
+            let put = |r: usize, c: usize, v: f32| unsafe { *(out_ptr as *mut f32).add(r * n + c) = v };
+            let wrow = |c: usize| &w[c * rb..(c + 1) * rb];
+            if !simd {
+                for r in 0..m {
+                    for c in c0..c1 {
+                        put(r, c, K::dot_scalar(wrow(c), &a, r));
+                    }
+                }
+                continue;
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `simd` is true only when the CPU has AVX2, FMA and F16C.
+            unsafe {
+                columns_avx2::<K>(&a, m, c0, c1, &wrow, &put)
+            };
+        }
+    };
+    spread(items, n * k * m, run);
+}
+
+/// Runs `f(range)` over work items on the pool when the product is big enough to share.
+fn spread(items: usize, macs: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    if macs >= 1 << 17 && items > 1 {
+        candle_core::utils::barrier_pool().execute_chunked(items, f);
+    } else {
+        f(0..items);
+    }
+}
+
+fn matmul_q8x4(p: &q8_0::Packed, n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
+    let a = act::quantize_rows(x, m, k, 32);
+    let out_ptr = out.as_mut_ptr() as usize;
+    const GROUPS_PER_ITEM: usize = COLS_PER_ITEM / 4;
+    let groups = n.div_ceil(4);
+    spread(groups.div_ceil(GROUPS_PER_ITEM), n * k * m, |range| {
+        // SAFETY: each (row, column) of `out` is written by exactly one work item.
+        let put = |r: usize, c: usize, v: f32| {
+            if c < n {
+                unsafe { *(out_ptr as *mut f32).add(r * n + c) = v }
+            }
+        };
+        for item in range {
+            for g in item * GROUPS_PER_ITEM..groups.min((item + 1) * GROUPS_PER_ITEM) {
+                if !simd {
+                    for r in 0..m {
+                        for c in 4 * g..n.min(4 * g + 4) {
+                            put(r, c, p.dot_scalar(c, &a, r));
+                        }
+                    }
+                    continue;
+                }
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let mut r = 0;
+                    while r < m {
+                        let mut o4 = [[0f32; 4]; 4];
+                        let mut o2 = [[0f32; 4]; 2];
+                        let mut o1 = [[0f32; 4]; 1];
+                        // SAFETY: `simd` is true only when the CPU has AVX2, FMA and F16C.
+                        let o: &[[f32; 4]] = if r + 4 <= m {
+                            unsafe { p.tile_avx2::<4>(g, &a, [r, r + 1, r + 2, r + 3], &mut o4) };
+                            &o4
+                        } else if r + 2 <= m {
+                            unsafe { p.tile_avx2::<2>(g, &a, [r, r + 1], &mut o2) };
+                            &o2
+                        } else {
+                            unsafe { p.tile_avx2::<1>(g, &a, [r], &mut o1) };
+                            &o1
+                        };
+                        for (i, row) in o.iter().enumerate() {
+                            for (j, &v) in row.iter().enumerate() {
+                                put(r + i, 4 * g + j, v);
+                            }
+                        }
+                        r += o.len();
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// All activation rows against weight rows c0..c1, one column at a time in tiles of up to four
+/// rows: the unpacked weight block stays in registers for every row of the tile.
+#[cfg(target_arch = "x86_64")]
+unsafe fn columns_avx2<'w, K: Kernel>(
+    a: &QuantizedRows,
+    m: usize,
+    c0: usize,
+    c1: usize,
+    wrow: &dyn Fn(usize) -> &'w [u8],
+    put: &dyn Fn(usize, usize, f32),
+) {
+    unsafe fn rows_tile<'w, K: Kernel, const R: usize, const C: usize>(
+        a: &QuantizedRows,
+        r0: usize,
+        c0: usize,
+        c1: usize,
+        wrow: &dyn Fn(usize) -> &'w [u8],
+        put: &dyn Fn(usize, usize, f32),
+    ) {
+        let rows: [usize; R] = std::array::from_fn(|i| r0 + i);
+        let mut c = c0;
+        while c + C <= c1 {
+            let mut o = [[0f32; C]; R];
+            unsafe { K::tile_avx2::<R, C>(std::array::from_fn(|j| wrow(c + j)), a, rows, &mut o) };
+            for (i, or) in o.iter().enumerate() {
+                for (j, &v) in or.iter().enumerate() {
+                    put(r0 + i, c + j, v);
+                }
+            }
+            c += C;
+        }
+        while c < c1 {
+            let mut o = [[0f32; 1]; R];
+            unsafe { K::tile_avx2::<R, 1>([wrow(c)], a, rows, &mut o) };
+            for (i, or) in o.iter().enumerate() {
+                put(r0 + i, c, or[0]);
+            }
+            c += 1;
+        }
+    }
+    let mut r = 0;
+    unsafe {
+        while r + 4 <= m {
+            rows_tile::<K, 4, 1>(a, r, c0, c1, wrow, put);
+            r += 4;
+        }
+        match m - r {
+            3 => rows_tile::<K, 3, 1>(a, r, c0, c1, wrow, put),
+            2 => rows_tile::<K, 2, 1>(a, r, c0, c1, wrow, put),
+            1 => rows_tile::<K, 1, 1>(a, r, c0, c1, wrow, put),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QTensor;
+    use candle_core::Device;
+
+    struct Rng(u64);
+    impl Rng {
+        fn f(&mut self) -> f32 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Rng(seed);
+        (0..n).map(|_| rng.f()).collect()
+    }
+
+    /// A [n, k] matrix quantized by candle (an independent encoder), ours built from its bytes.
+    fn quantized(dtype: GgmlDType, n: usize, k: usize, seed: u64) -> (QMatrix, Vec<f32>) {
+        let w = Tensor::from_vec(random(n * k, seed), (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, dtype).unwrap();
+        let reference = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (QMatrix::from_qtensor(&q).unwrap().unwrap(), reference)
+    }
+
+    const TYPES: [GgmlDType; 3] = [GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K];
+
+    /// Our block decoding equals candle's dequantization for every type: catches a misread
+    /// layout (nibble order, 6-bit scale packing, the Q6_K high-bit pairs).
+    #[test]
+    fn dequantized_rows_equal_candles() {
+        for dtype in TYPES {
+            let (n, k) = (5, 512);
+            let (qm, reference) = quantized(dtype, n, k, 7);
+            let mut row = vec![0f32; k];
+            for i in 0..n {
+                qm.dequantize_row(i, &mut row);
+                assert_eq!(row, reference[i * k..(i + 1) * k], "{dtype:?} row {i}");
+            }
+        }
+    }
+
+    /// The kernels against f64 products of the dequantized weights and the dequantized int8
+    /// activations (exact up to float rounding): every type, scalar and AVX2, odd shapes (n not a
+    /// multiple of the tile, m = 1..9 covering every row remainder), k of one and several blocks.
+    #[test]
+    fn kernels_match_the_definition() {
+        for dtype in TYPES {
+            for (n, k) in [(1, 256), (7, 256), (37, 512), (16, 768)] {
+                let (qm, wf) = quantized(dtype, n, k, n as u64 * 31 + k as u64);
+                for m in [1, 2, 3, 4, 5, 9] {
+                    let x = random(m * k, 99 + m as u64);
+                    let a = act::quantize_rows(&x, m, k, if dtype == GgmlDType::Q8_0 { 32 } else { 256 });
+                    let xq: Vec<f64> = (0..m * k).map(|i| a.qs[i] as f64 * a.d[i / a.block] as f64).collect();
+                    for simd in [false, true] {
+                        if simd && !has_avx2() {
+                            continue;
+                        }
+                        let mut out = vec![0f32; m * n];
+                        qm.matmul_with(&x, m, &mut out, simd);
+                        for r in 0..m {
+                            for c in 0..n {
+                                let exact: f64 = (0..k).map(|i| xq[r * k + i] * wf[c * k + i] as f64).sum();
+                                let scale: f64 = (0..k).map(|i| (xq[r * k + i] * wf[c * k + i] as f64).abs()).sum();
+                                let got = out[r * n + c] as f64;
+                                assert!(
+                                    (got - exact).abs() <= 1e-5 * scale.max(1.0),
+                                    "{dtype:?} simd={simd} n={n} k={k} m={m} ({r},{c}): {got} vs {exact}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A row's result is bitwise the same alone and in a batch of any size: batching sequences
+    /// in the server must not change their tokens.
+    #[test]
+    fn rows_are_batch_invariant() {
+        for dtype in TYPES {
+            let (n, k) = (45, 512);
+            let (qm, _) = quantized(dtype, n, k, 3);
+            let x = random(11 * k, 5);
+            let mut batched = vec![0f32; 11 * n];
+            qm.matmul(&x, 11, &mut batched);
+            for r in 0..11 {
+                let mut alone = vec![0f32; n];
+                qm.matmul(&x[r * k..(r + 1) * k], 1, &mut alone);
+                assert_eq!(alone, batched[r * n..(r + 1) * n], "{dtype:?} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors() {
+        assert!(QMatrix::new(QFormat::Q4K, 2, 100, vec![0; 288]).is_err());
+        assert!(QMatrix::new(QFormat::Q8_0, 2, 64, vec![0; 100]).is_err());
+        assert!(QMatrix::new(QFormat::Q8_0, 2, 64, vec![0; 136]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// Not an assertion: prints the head-shaped product's speed (`cargo test --release -- --ignored
+    /// kernels::timing --nocapture`).
+    #[test]
+    #[ignore]
+    fn head_shaped_product_speed() {
+        for (fmt, bytes) in [(QFormat::Q8_0, 34), (QFormat::Q4K, 144), (QFormat::Q6K, 210)] {
+            let (block, _) = fmt.block();
+            let (n, k) = (262_144 / 4, 640usize.div_ceil(block) * block);
+            let data: Vec<u8> = (0..n * k / block * bytes).map(|i| (i * 7 % 251) as u8 & 0x3f).collect();
+            let qm = QMatrix::new(fmt, n, k, data).unwrap();
+            for m in [1, 2, 4, 8] {
+                let x: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 - 6.0).collect();
+                let mut out = vec![0f32; m * n];
+                qm.matmul(&x, m, &mut out);
+                let t = std::time::Instant::now();
+                let reps = 20;
+                for _ in 0..reps {
+                    qm.matmul(&x, m, &mut out);
+                }
+                let s = t.elapsed().as_secs_f64() / reps as f64;
+                println!(
+                    "{fmt:?} n={n} k={k} m={m}: {:.2} ms, {:.1} GB/s of weights, {:.2} GMAC/s",
+                    s * 1e3,
+                    qm.size_in_bytes() as f64 / s / 1e9,
+                    (m * n * k) as f64 / s / 1e9
+                );
+            }
+        }
+    }
+}

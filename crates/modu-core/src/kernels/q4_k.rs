@@ -1,0 +1,134 @@
+//! Q4_K: super-blocks of 256 4-bit weights (144 bytes): f16 d and dmin, twelve bytes packing
+//! eight 6-bit scales and minimums, then 128 bytes of nibbles. Value = d*sc*q - dmin*m, with
+//! (sc, m) per 32 values. The low nibbles of bytes 32i..32i+32 are values 64i..64i+32, the
+//! high nibbles the next 32.
+
+use super::act::QuantizedRows;
+use super::Kernel;
+
+pub struct Q4K;
+
+fn f16(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// The 6-bit scale and minimum of sub-block `j` (0..8).
+fn scale_min(scales: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (scales[j] & 63, scales[j + 4] & 63)
+    } else {
+        ((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4), (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4))
+    }
+}
+
+fn scales_mins(b: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    for j in 0..8 {
+        (sc[j], mn[j]) = scale_min(&b[4..16], j);
+    }
+    (sc, mn)
+}
+
+impl Kernel for Q4K {
+    const BLOCK: usize = 256;
+    const BYTES: usize = 144;
+    const ACT_BLOCK: usize = 256;
+
+    fn dequantize_block(b: &[u8], out: &mut [f32]) {
+        let (d, dmin) = (f16(b, 0), f16(b, 2));
+        let (sc, mn) = scales_mins(b);
+        for i in 0..4 {
+            let qs = &b[16 + 32 * i..16 + 32 * (i + 1)];
+            for l in 0..32 {
+                out[64 * i + l] = d * sc[2 * i] as f32 * (qs[l] & 0xF) as f32 - dmin * mn[2 * i] as f32;
+                out[64 * i + 32 + l] = d * sc[2 * i + 1] as f32 * (qs[l] >> 4) as f32 - dmin * mn[2 * i + 1] as f32;
+            }
+        }
+    }
+
+    fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
+        let (qs, ds, s32) = (a.row_qs(r), a.row_d(r), a.row_sums32(r));
+        let mut sum = 0f32;
+        for (i, b) in w.chunks_exact(144).enumerate() {
+            let (sc, mn) = scales_mins(b);
+            let y = &qs[i * 256..(i + 1) * 256];
+            let mut sumi = 0i32;
+            let mut summ = 0i32;
+            for j in 0..4 {
+                let q = &b[16 + 32 * j..16 + 32 * (j + 1)];
+                let lo: i32 = (0..32).map(|l| (q[l] & 0xF) as i32 * y[64 * j + l] as i32).sum();
+                let hi: i32 = (0..32).map(|l| (q[l] >> 4) as i32 * y[64 * j + 32 + l] as i32).sum();
+                sumi += sc[2 * j] as i32 * lo + sc[2 * j + 1] as i32 * hi;
+            }
+            for j in 0..8 {
+                summ += mn[j] as i32 * s32[i * 8 + j];
+            }
+            sum += f16(b, 0) * ds[i] * sumi as f32 - f16(b, 2) * ds[i] * summ as f32;
+        }
+        sum
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tile_avx2<const R: usize, const C: usize>(
+        w: [&[u8]; C],
+        a: &QuantizedRows,
+        rows: [usize; R],
+        out: &mut [[f32; C]; R],
+    ) {
+        unsafe { tile(w, a, rows, out) }
+    }
+}
+
+/// The unpacked nibbles of one column's super-block are shared by all R rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<const R: usize, const C: usize>(
+    w: [&[u8]; C],
+    a: &QuantizedRows,
+    rows: [usize; R],
+    out: &mut [[f32; C]; R],
+) {
+    use super::avx2::{f16_to_f32, hsum};
+    use std::arch::x86_64::*;
+    let nb = a.blocks_per_row();
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let yq: [*const i8; R] = std::array::from_fn(|r| a.row_qs(rows[r]).as_ptr());
+    let yd: [*const f32; R] = std::array::from_fn(|r| a.row_d(rows[r]).as_ptr());
+    let ys: [*const i32; R] = std::array::from_fn(|r| a.row_sums32(rows[r]).as_ptr());
+    for b in 0..nb {
+        for c in 0..C {
+            let blk = &w[c][b * 144..(b + 1) * 144];
+            let d = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+            let dmin = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+            let (sc, mn) = scales_mins(blk);
+            let sc16: [i16; 8] = sc.map(|v| v as i16);
+            let mins = _mm256_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr() as *const __m128i));
+            let mut q = [_mm256_setzero_si256(); 8];
+            for i in 0..4 {
+                let raw = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * i) as *const __m256i);
+                q[2 * i] = _mm256_and_si256(raw, m4);
+                q[2 * i + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            }
+            for r in 0..R {
+                let mut sumi = _mm256_setzero_si256();
+                for j in 0..8 {
+                    let y = _mm256_loadu_si256(yq[r].add(b * 256 + 32 * j) as *const __m256i);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], y), _mm256_set1_epi16(sc16[j]));
+                    sumi = _mm256_add_epi32(sumi, p);
+                }
+                let dy = *yd[r].add(b);
+                // The minimums: one lane per sub-block, m_j times the sum of its activations.
+                let summ = _mm256_mullo_epi32(mins, _mm256_loadu_si256(ys[r].add(b * 8) as *const __m256i));
+                let a1 = _mm256_fmadd_ps(_mm256_set1_ps(d * dy), _mm256_cvtepi32_ps(sumi), acc[r][c]);
+                acc[r][c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * dy), _mm256_cvtepi32_ps(summ), a1);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[r][c] = hsum(acc[r][c]);
+        }
+    }
+}
