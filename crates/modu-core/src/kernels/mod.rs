@@ -124,11 +124,10 @@ impl QMatrix {
         let Some(format) = QFormat::of(q.dtype()) else { return Ok(None) };
         let dims = q.shape().dims();
         let &[n, k] = dims else { return Ok(None) };
-        let data = q.data()?.into_owned();
-        Self::new(format, n, k, data).map(Some)
+        Self::new(format, n, k, &q.data()?).map(Some)
     }
 
-    pub fn new(format: QFormat, n: usize, k: usize, data: Vec<u8>) -> Result<Self> {
+    pub fn new(format: QFormat, n: usize, k: usize, data: &[u8]) -> Result<Self> {
         let (block, bytes) = format.block();
         if k % block != 0 || data.len() != n * (k / block) * bytes {
             return Err(Error::Invalid(format!(
@@ -137,8 +136,8 @@ impl QMatrix {
             )));
         }
         let storage = match format {
-            QFormat::Q8_0 => Storage::Q8x4(q8_0::Packed::from_blocks(&data, n, k).map_err(io_error)?),
-            _ => Storage::Blocks(buf::WeightBuf::from_bytes(&data).map_err(io_error)?),
+            QFormat::Q8_0 => Storage::Q8x4(q8_0::Packed::from_blocks(data, n, k).map_err(io_error)?),
+            _ => Storage::Blocks(buf::WeightBuf::from_bytes(data).map_err(io_error)?),
         };
         Ok(Self { format, n, k, storage })
     }
@@ -469,9 +468,9 @@ mod tests {
 
     #[test]
     fn wrong_sizes_are_errors() {
-        assert!(QMatrix::new(QFormat::Q4K, 2, 100, vec![0; 288]).is_err());
-        assert!(QMatrix::new(QFormat::Q8_0, 2, 64, vec![0; 100]).is_err());
-        assert!(QMatrix::new(QFormat::Q8_0, 2, 64, vec![0; 136]).is_ok());
+        assert!(QMatrix::new(QFormat::Q4K, 2, 100, &[0; 288]).is_err());
+        assert!(QMatrix::new(QFormat::Q8_0, 2, 64, &[0; 100]).is_err());
+        assert!(QMatrix::new(QFormat::Q8_0, 2, 64, &[0; 136]).is_ok());
     }
 }
 
@@ -488,7 +487,7 @@ mod timing {
             let (block, _) = fmt.block();
             let (n, k) = (262_144 / 4, 640usize.div_ceil(block) * block);
             let data: Vec<u8> = (0..n * k / block * bytes).map(|i| (i * 7 % 251) as u8 & 0x3f).collect();
-            let qm = QMatrix::new(fmt, n, k, data).unwrap();
+            let qm = QMatrix::new(fmt, n, k, &data).unwrap();
             for m in [1, 2, 4, 8] {
                 let x: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 - 6.0).collect();
                 let mut out = vec![0f32; m * n];
