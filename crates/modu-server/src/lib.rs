@@ -25,6 +25,9 @@ pub struct ModelEntry {
     pub template_source: Option<String>,
     pub vocab_size: usize,
     pub created: u64,
+    /// Compiles response_format grammars for this model's vocabulary; None when the vocabulary
+    /// cannot be used for constrained decoding (response_format is then refused with a 400).
+    pub constraints: Option<std::sync::Arc<modu_core::engine::constraint::ConstraintCompiler>>,
 }
 
 #[derive(Debug, Clone)]

@@ -312,17 +312,50 @@ pub fn tools(o: &Obj) -> Result<Option<Value>, ApiError> {
     }
 }
 
-pub fn response_format(o: &Obj) -> Result<(), ApiError> {
-    match o.get("response_format") {
-        None | Some(Value::Null) => Ok(()),
-        Some(v) => match v.get("type").and_then(|t| t.as_str()) {
-            Some("text") => Ok(()),
-            Some(t @ ("json_object" | "json_schema")) => Err(ApiError::invalid(
-                "response_format",
-                format!("response_format '{t}' is not supported yet: modu has no constrained decoding"),
-            )),
-            _ => Err(ApiError::invalid("response_format", "response_format.type must be text, json_object or json_schema")),
-        },
+/// What `response_format` asks the output to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema(Value),
+}
+
+pub fn response_format(o: &Obj) -> Result<ResponseFormat, ApiError> {
+    let v = match o.get("response_format") {
+        None | Some(Value::Null) => return Ok(ResponseFormat::Text),
+        Some(Value::Object(v)) => v,
+        Some(_) => return Err(ApiError::invalid("response_format", "'response_format' must be an object")),
+    };
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => {
+            let js = match v.get("json_schema") {
+                Some(Value::Object(js)) => js,
+                _ => return Err(ApiError::invalid("response_format.json_schema", "response_format.json_schema must be an object with 'name' and 'schema'")),
+            };
+            match js.get("name") {
+                Some(Value::String(n))
+                    if (1..=64).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => {}
+                _ => {
+                    return Err(ApiError::invalid(
+                        "response_format.json_schema.name",
+                        "response_format.json_schema.name must be 1 to 64 characters of a-z, A-Z, 0-9, '_' or '-'",
+                    ))
+                }
+            }
+            if let Some(strict) = js.get("strict") {
+                if !strict.is_boolean() && !strict.is_null() {
+                    return Err(ApiError::invalid("response_format.json_schema.strict", "response_format.json_schema.strict must be a boolean"));
+                }
+            }
+            match js.get("schema") {
+                Some(schema @ (Value::Object(_) | Value::Bool(_))) => Ok(ResponseFormat::JsonSchema(schema.clone())),
+                None | Some(Value::Null) => Ok(ResponseFormat::JsonSchema(Value::Object(Default::default()))),
+                Some(_) => Err(ApiError::invalid("response_format.json_schema.schema", "response_format.json_schema.schema must be a JSON Schema object")),
+            }
+        }
+        _ => Err(ApiError::invalid("response_format", "response_format.type must be text, json_object or json_schema")),
     }
 }
 

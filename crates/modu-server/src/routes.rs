@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use modu_core::chat::parse::{self as outparse, Delta, OutputFormat, StreamParser};
 use modu_core::chat::RenderOptions;
+use modu_core::engine::constraint::Constraint;
 use modu_core::engine::scheduler::{Event, Rejected, Request as EngineRequest, TokenLogprob, LATENCY_BUCKETS};
 use modu_core::engine::{FinishReason, GenerateParams, SamplingParams};
 use serde_json::{json, Value};
@@ -164,7 +165,33 @@ fn engine_params(c: &Common, max_tokens: usize, choice: usize) -> GenerateParams
 }
 
 /// Checks the context, submits `n` sequences and returns one merged event stream.
-fn submit(m: &ModelEntry, c: &Common, prompt: Vec<u32>, param: &str) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
+/// One grammar per choice for `response_format`, compiled before anything is queued so that a
+/// bad schema is a 400 (none for plain text).
+fn constraints(m: &ModelEntry, format: &request::ResponseFormat, n: usize) -> Result<Vec<Constraint>, ApiError> {
+    use request::ResponseFormat;
+    if *format == ResponseFormat::Text {
+        return Ok(Vec::new());
+    }
+    let compiler = m.constraints.as_ref().ok_or_else(|| {
+        ApiError::invalid("response_format", format!("The model `{}` cannot use response_format: its vocabulary has no end-of-generation token.", m.id))
+    })?;
+    (0..n)
+        .map(|_| match format {
+            ResponseFormat::JsonSchema(schema) => {
+                compiler.json_schema(schema).map_err(|e| ApiError::invalid("response_format.json_schema.schema", e))
+            }
+            _ => compiler.json_object().map_err(|e| ApiError::invalid("response_format", e)),
+        })
+        .collect()
+}
+
+fn submit(
+    m: &ModelEntry,
+    c: &Common,
+    prompt: Vec<u32>,
+    param: &str,
+    mut constraints: Vec<Constraint>,
+) -> Result<UnboundedReceiver<(usize, Event)>, ApiError> {
     let ctx = m.scheduler.context_length;
     let room = ctx.saturating_sub(prompt.len());
     let max_tokens = c.max_tokens.unwrap_or(room);
@@ -182,7 +209,15 @@ fn submit(m: &ModelEntry, c: &Common, prompt: Vec<u32>, param: &str) -> Result<U
     let (tx, rx) = unbounded_channel();
     for i in 0..c.n {
         let (etx, mut erx) = unbounded_channel();
-        let req = EngineRequest { prompt: prompt.clone(), params: engine_params(c, max_tokens, i), logprobs: c.logprobs, logit_bias: c.logit_bias.clone(), events: etx };
+        let constraint = if constraints.is_empty() { None } else { Some(constraints.remove(0)) };
+        let req = EngineRequest {
+            prompt: prompt.clone(),
+            params: engine_params(c, max_tokens, i),
+            logprobs: c.logprobs,
+            logit_bias: c.logit_bias.clone(),
+            constraint,
+            events: etx,
+        };
         match m.scheduler.submit(req) {
             Ok(()) => {}
             Err(Rejected::QueueFull) => return Err(ApiError::overloaded()),
@@ -284,7 +319,7 @@ async fn chat_inner(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<
     let c = request::common(&o, m.vocab_size, s.config.max_n, true)?;
     let messages = request::messages(&o)?;
     let tools = request::tools(&o)?;
-    request::response_format(&o)?;
+    let format = request::response_format(&o)?;
     let mut opts = RenderOptions { add_generation_prompt: true, ..Default::default() };
     match o.get("chat_template_kwargs") {
         None | Some(Value::Null) => {}
@@ -306,7 +341,8 @@ async fn chat_inner(s: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<
     let prompt_text = template.render_json(&messages, tools.as_ref(), &opts).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let prompt = m.scheduler.tokenizer.encode(&prompt_text, false, true).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let fmt = OutputFormat::from_prompt(m.template_source.as_deref().unwrap_or(""), &prompt_text);
-    let rx = submit(&m, &c, prompt, "messages")?;
+    let grammars = constraints(&m, &format, c.n)?;
+    let rx = submit(&m, &c, prompt, "messages", grammars)?;
     let id = new_id("chatcmpl");
     let created = now();
     if !c.stream {
@@ -477,12 +513,15 @@ async fn completions_inner(s: Arc<AppState>, headers: HeaderMap, body: Body) -> 
     let m = find_model(&s, &o)?.clone();
     let c = request::common(&o, m.vocab_size, s.config.max_n, false)?;
     request::unsupported_completion_fields(&o)?;
+    // Not in OpenAI's legacy API, but vLLM accepts it here too.
+    let format = request::response_format(&o)?;
     let tok = &m.scheduler.tokenizer;
     let prompt = match request::prompt(&o, m.vocab_size)? {
         Prompt::Text(t) => tok.encode(&t, true, false).map_err(|e| ApiError::invalid("prompt", e.to_string()))?,
         Prompt::Ids(ids) => ids,
     };
-    let rx = submit(&m, &c, prompt, "prompt")?;
+    let grammars = constraints(&m, &format, c.n)?;
+    let rx = submit(&m, &c, prompt, "prompt", grammars)?;
     let id = new_id("cmpl");
     let created = now();
     if !c.stream {

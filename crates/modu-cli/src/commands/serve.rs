@@ -83,7 +83,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
             scheduler.context_length = scheduler.context_length.min(c);
         }
         eprintln!("model '{id}': {} ({} slots, context {})", path.display(), args.parallel, scheduler.context_length);
-        entries.push(ModelEntry { id, scheduler, template, template_source, vocab_size, created });
+        let constraints = match modu_core::engine::constraint::ConstraintCompiler::new(&scheduler.tokenizer) {
+            Ok(c) => Some(std::sync::Arc::new(c)),
+            Err(e) => {
+                tracing::warn!("{id}: response_format is unavailable: {e}");
+                None
+            }
+        };
+        entries.push(ModelEntry { id, scheduler, template, template_source, vocab_size, created, constraints });
     }
     let config = Config {
         host: args.host,

@@ -1,5 +1,7 @@
-//! The generation engine: KV cache, sampler, generation loop, perplexity.
+//! The generation engine: KV cache, sampler, constrained decoding, generation loop, scheduler,
+//! perplexity.
 
+pub mod constraint;
 pub mod generate;
 pub mod kv_cache;
 pub mod perplexity;

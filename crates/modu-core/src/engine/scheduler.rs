@@ -45,6 +45,9 @@ pub struct Request {
     /// Some(k): report the chosen token's logprob and the top k alternatives.
     pub logprobs: Option<usize>,
     pub logit_bias: Vec<(u32, f32)>,
+    /// A grammar the output must follow (response_format): tokens it does not allow are masked
+    /// before sampling, and the sequence ends when the grammar is complete.
+    pub constraint: Option<super::constraint::Constraint>,
     pub events: UnboundedSender<Event>,
 }
 
@@ -353,6 +356,7 @@ impl Worker {
             };
 
             let mut finished = Vec::new();
+            let mut failed = Vec::new();
             for (i, s) in running.iter_mut().enumerate() {
                 let n_in = inputs[i].1.len();
                 if s.prefilled < s.req.prompt.len() {
@@ -367,7 +371,19 @@ impl Worker {
                         *l += b;
                     }
                 }
+                if let Some(c) = s.req.constraint.as_mut() {
+                    if let Err(e) = c.mask_logits(&mut row) {
+                        failed.push((i, e));
+                        continue;
+                    }
+                }
                 let id = s.sampler.sample(&row, &s.history);
+                if let Some(c) = s.req.constraint.as_mut() {
+                    if let Err(e) = c.commit(id) {
+                        failed.push((i, e));
+                        continue;
+                    }
+                }
                 let now = Instant::now();
                 match s.last_token {
                     None => self.metrics.ttft.observe(now.duration_since(s.started).as_secs_f64()),
@@ -398,14 +414,28 @@ impl Worker {
                     finished.push((i, FinishReason::Cancelled));
                     continue;
                 }
-                if stopped {
+                let grammar_done = s.req.constraint.as_ref().is_some_and(|c| c.is_finished());
+                if stopped || grammar_done {
                     finished.push((i, FinishReason::Stop));
                 } else if s.generated.len() >= s.req.params.max_tokens || s.req.prompt.len() + s.generated.len() >= ctx {
                     finished.push((i, FinishReason::Length));
                 }
             }
-            for (i, finish) in finished.into_iter().rev() {
+            // A sequence either finished or failed in this step, never both.
+            let mut ended: Vec<(usize, std::result::Result<FinishReason, String>)> =
+                finished.into_iter().map(|(i, f)| (i, Ok(f))).chain(failed.into_iter().map(|(i, e)| (i, Err(e)))).collect();
+            ended.sort_by_key(|(i, _)| *i);
+            for (i, end) in ended.into_iter().rev() {
                 let mut s = running.swap_remove(i);
+                let finish = match end {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::warn!("constrained decoding stopped a sequence: {e}");
+                        let _ = s.req.events.send(Event::Error(e));
+                        model.free_slot(s.slot);
+                        continue;
+                    }
+                };
                 let text = if s.stops.is_stopped() || finish == FinishReason::Cancelled {
                     String::new()
                 } else {
@@ -437,7 +467,7 @@ impl From<Rejected> for Error {
 /// Runs one request to the end on a scheduler (for tests and simple callers).
 pub fn run_blocking(s: &Scheduler, prompt: Vec<u32>, params: GenerateParams) -> Result<(String, Vec<u32>, FinishReason)> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    s.submit(Request { prompt, params, logprobs: None, logit_bias: Vec::new(), events: tx })?;
+    s.submit(Request { prompt, params, logprobs: None, logit_bias: Vec::new(), constraint: None, events: tx })?;
     let mut text = String::new();
     let mut ids = Vec::new();
     while let Some(ev) = rx.blocking_recv() {

@@ -11,6 +11,7 @@
 //! always, control and unknown tokens only when the caller asks to parse special tokens.
 
 mod bpe;
+pub mod token_bytes;
 mod spm;
 #[cfg(test)]
 mod tests;
