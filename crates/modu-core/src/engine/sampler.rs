@@ -87,25 +87,40 @@ impl Sampler {
 
     /// Picks the next token from raw logits, given the tokens generated or seen so far.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
-        let mut logits = logits.to_vec();
-        self.apply_penalties(&mut logits, history);
         let p = &self.params;
+        let penalised;
+        let logits = if self.has_penalties(history) {
+            let mut l = logits.to_vec();
+            self.apply_penalties(&mut l, history);
+            penalised = l;
+            &penalised[..]
+        } else {
+            logits
+        };
         if p.temperature <= 0.0 {
             return argmax(&logits);
         }
+        // Tokens more than PRUNE logits below the best have a probability under e^-PRUNE of
+        // the best's at any temperature <= 1, far below f32 resolution of the sums below; they
+        // are dropped before sorting a 100k-262k vocabulary.
+        const PRUNE: f32 = 40.0;
+        let best = logits.iter().copied().filter(|l| !l.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+        let floor = if p.temperature <= 1.0 { best - PRUNE } else { best - PRUNE * p.temperature };
         let mut cands: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
-            .filter(|(_, l)| !l.is_nan())
+            .filter(|(_, l)| !l.is_nan() && **l >= floor)
             .map(|(i, &l)| (i as u32, l))
             .collect();
         if cands.is_empty() {
             return 0;
         }
-        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < cands.len() {
+            cands.select_nth_unstable_by(p.top_k - 1, order);
             cands.truncate(p.top_k);
         }
+        cands.sort_unstable_by(order);
         // Probabilities at temperature 1 for the top-p and min-p cuts, as llama.cpp does.
         let probs = softmax(&cands.iter().map(|c| c.1).collect::<Vec<_>>());
         if p.top_p < 1.0 {
@@ -136,6 +151,13 @@ impl Sampler {
             }
         }
         cands[cands.len() - 1].0
+    }
+
+    fn has_penalties(&self, history: &[u32]) -> bool {
+        let p = &self.params;
+        !history.is_empty()
+            && p.repeat_last_n > 0
+            && (p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0)
     }
 
     fn apply_penalties(&self, logits: &mut [f32], history: &[u32]) {

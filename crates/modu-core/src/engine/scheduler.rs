@@ -343,7 +343,7 @@ impl Worker {
                 Some(Fault::PanicAfter(n)) if generated >= n => panic!("injected engine panic"),
                 _ => logits,
             };
-            let logits = match logits {
+            let mut logits = match logits {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::error!("forward pass failed: {e}");
@@ -365,7 +365,7 @@ impl Worker {
                         continue;
                     }
                 }
-                let mut row = logits[i].clone();
+                let mut row = std::mem::take(&mut logits[i]);
                 for &(id, b) in &s.req.logit_bias {
                     if let Some(l) = row.get_mut(id as usize) {
                         *l += b;

@@ -32,7 +32,9 @@ impl Packed {
                 let at = (g * kb + b) * 4 + j;
                 d[at] = u16::from_le_bytes([blk[0], blk[1]]);
                 for (o, &q) in qs[at].0.iter_mut().zip(&blk[2..34]) {
-                    *o = q as i8;
+                    // ggml's quantizers never write -128; a file that does gets -127, so that
+                    // every weight has a magnitude the kernel's sign trick can carry.
+                    *o = (q as i8).max(-127);
                 }
             }
         }
@@ -103,12 +105,14 @@ unsafe fn tile4<const R: usize>(
         _mm_prefetch(q.wrapping_add(64) as *const i8, _MM_HINT_T0);
         let dx = _mm_cvtph_ps(_mm_loadl_epi64(d.add(b * 4) as *const __m128i));
         let x: [__m256i; 4] = std::array::from_fn(|j| _mm256_load_si256(q.add(j) as *const __m256i));
-        let ax: [__m256i; 4] = std::array::from_fn(|j| _mm256_sign_epi8(x[j], x[j]));
         for r in 0..R {
             let y = _mm256_loadu_si256(yq[r].add(b * 32) as *const __m256i);
-            // |x| * (y * sign x): maddubs needs one unsigned operand.
+            // |y| * (x * sign y) = x * y: maddubs needs one unsigned operand. Taking it from the
+            // activation leaves the four weight vectors as they are (weights are never -128,
+            // which has no positive counterpart; repacking clamps it).
+            let ay = _mm256_sign_epi8(y, y);
             let p: [__m256i; 4] =
-                std::array::from_fn(|j| _mm256_madd_epi16(_mm256_maddubs_epi16(ax[j], _mm256_sign_epi8(y, x[j])), ones));
+                std::array::from_fn(|j| _mm256_madd_epi16(_mm256_maddubs_epi16(ay, _mm256_sign_epi8(x[j], y)), ones));
             let s = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
             let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
             let dxy = _mm_mul_ps(dx, _mm_set1_ps(*yd[r].add(b)));

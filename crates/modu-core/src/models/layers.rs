@@ -458,9 +458,24 @@ fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, k_start: usi
     let kv_len = k.dim(2)?;
     let n_rep = n_head / n_kv;
     // The query is rounded to f16 for the dot product with the f16 keys.
-    let qd: Vec<f32> = q.to_dtype(DType::F16)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let kd: Vec<f32> = k.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let vd: Vec<f32> = v.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    // Bulk F16C conversions: candle's to_dtype converts one element per call, which cost more
+    // than the attention itself once several sequences decode together.
+    let widen = |t: &Tensor| -> Result<Vec<f32>> {
+        use half::slice::HalfFloatSliceExt;
+        let h: Vec<f16> = t.flatten_all()?.to_vec1()?;
+        let mut f = vec![0f32; h.len()];
+        h.convert_to_f32_slice(&mut f);
+        Ok(f)
+    };
+    let qd: Vec<f32> = {
+        use half::slice::HalfFloatSliceExt;
+        let qf: Vec<f32> = q.flatten_all()?.to_vec1()?;
+        let mut h = vec![f16::ZERO; qf.len()];
+        h.convert_from_f32_slice(&qf);
+        widen(&Tensor::from_vec(h, qf.len(), q.device())?)?
+    };
+    let kd = widen(k)?;
+    let vd = widen(v)?;
     let mut out = vec![0f32; q_len * n_head * hd];
     // One output row [hd] per (position, head), laid out as [q_len, n_head, hd].
     let fma = has_fma();
