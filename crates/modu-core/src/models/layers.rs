@@ -257,7 +257,13 @@ pub struct Rope {
     inv_freq: Vec<f32>,
     style: RopeStyle,
     device: Device,
+    /// cos and sin of the first positions, computed once: every layer and every sequence of a
+    /// batch rotates at the same few positions each step.
+    table: std::sync::Arc<std::sync::Mutex<(Vec<f32>, Vec<f32>)>>,
 }
+
+/// Positions whose angles are kept (1 KiB each at head_dim 256); later ones are computed per call.
+const ROPE_TABLE_POSITIONS: usize = 8192;
 
 impl Rope {
     pub fn new(head_dim: usize, theta: f32, freq_divisors: Option<&[f32]>, style: RopeStyle, device: &Device) -> Result<Self> {
@@ -280,7 +286,16 @@ impl Rope {
                 (f / div) as f32
             })
             .collect();
-        Ok(Self { inv_freq, style, device: device.clone() })
+        Ok(Self { inv_freq, style, device: device.clone(), table: Default::default() })
+    }
+
+    fn angles(&self, p: usize, cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
+        for &f in &self.inv_freq {
+            // Angles in f64: positions times frequencies lose digits in f32 at long contexts.
+            let a = p as f64 * f as f64;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
     }
 
     pub fn inv_freq(&self) -> &[f32] {
@@ -293,12 +308,21 @@ impl Rope {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(seq * half);
         let mut sin = Vec::with_capacity(seq * half);
-        for p in offset..offset + seq {
-            for &f in &self.inv_freq {
-                // Angles in f64: positions times frequencies lose digits in f32 at long contexts.
-                let a = p as f64 * f as f64;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
+        if offset + seq <= ROPE_TABLE_POSITIONS {
+            let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            let have = t.0.len() / half.max(1);
+            if have < offset + seq {
+                let upto = (offset + seq).next_power_of_two().clamp(64, ROPE_TABLE_POSITIONS);
+                let (tc, ts) = &mut *t;
+                for p in have..upto {
+                    self.angles(p, tc, ts);
+                }
+            }
+            cos.extend_from_slice(&t.0[offset * half..(offset + seq) * half]);
+            sin.extend_from_slice(&t.1[offset * half..(offset + seq) * half]);
+        } else {
+            for p in offset..offset + seq {
+                self.angles(p, &mut cos, &mut sin);
             }
         }
         let cos = Tensor::from_vec(cos, (seq, half), &self.device)?;
@@ -462,6 +486,22 @@ fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, k_start: usi
     // than the attention itself once several sequences decode together.
     let widen = |t: &Tensor| -> Result<Vec<f32>> {
         use half::slice::HalfFloatSliceExt;
+        // The cache is a narrowed view [1, heads, len, hd] of a longer buffer: read each head's
+        // rows in place rather than copying the view out first.
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F16(data)), &[_, h, len, d], &[_, hs, ls, 1]) =
+            (&*storage, t.dims(), layout.stride())
+        {
+            if ls == d {
+                let mut f = vec![0f32; h * len * d];
+                for (head, out) in f.chunks_exact_mut(len * d).enumerate() {
+                    let at = layout.start_offset() + head * hs;
+                    data[at..at + len * d].convert_to_f32_slice(out);
+                }
+                return Ok(f);
+            }
+        }
+        drop(storage);
         let h: Vec<f16> = t.flatten_all()?.to_vec1()?;
         let mut f = vec![0f32; h.len()];
         h.convert_to_f32_slice(&mut f);
