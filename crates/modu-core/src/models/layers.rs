@@ -441,16 +441,44 @@ fn has_fma() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn attend_row_fma(q: &[f32], k: &[f32], v: &[f32], keys: std::ops::Range<usize>, scale: f32, dst: &mut [f32]) {
-    attend_row(q, k, v, keys, scale, dst)
+    attend_row_with(q, k, v, keys, scale, dst, |xs| unsafe { round_f16_f16c(xs) })
+}
+
+/// [`round_f16`] with F16C instructions in place (round to nearest even, as `half` does).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn round_f16_f16c(xs: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = xs.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(c.as_ptr()));
+        _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+    }
+    for x in chunks.into_remainder() {
+        *x = f16::from_f32(*x).to_f32();
+    }
 }
 
 /// One query row against keys `keys` of one KV head ([kv_len, hd] each): online softmax with the
 /// weighted sum of values held in f16, as ggml's kernel does.
-#[inline(always)]
 fn attend_row(q: &[f32], k: &[f32], v: &[f32], keys: std::ops::Range<usize>, scale: f32, dst: &mut [f32]) {
+    let mut scratch = vec![f16::ZERO; q.len()];
+    attend_row_with(q, k, v, keys, scale, dst, |xs| round_f16(xs, &mut scratch))
+}
+
+#[inline(always)]
+fn attend_row_with(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    keys: std::ops::Range<usize>,
+    scale: f32,
+    dst: &mut [f32],
+    mut round: impl FnMut(&mut [f32]),
+) {
     let hd = q.len();
     let mut acc = vec![0f32; hd];
-    let mut scratch = vec![f16::ZERO; hd];
     let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
     for key in keys {
         let s = dot_ggml(&k[key * hd..][..hd], q) * scale;
@@ -459,14 +487,14 @@ fn attend_row(q: &[f32], k: &[f32], v: &[f32], keys: std::ops::Range<usize>, sca
             ms = (m - s).exp();
             m = s;
             acc.iter_mut().for_each(|a| *a *= ms);
-            round_f16(&mut acc, &mut scratch);
+            round(&mut acc);
         } else {
             vs = (s - m).exp();
         }
         for (a, &x) in acc.iter_mut().zip(&v[key * hd..][..hd]) {
             *a = x.mul_add(vs, *a);
         }
-        round_f16(&mut acc, &mut scratch);
+        round(&mut acc);
         s_sum = s_sum * ms + vs;
     }
     let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
@@ -619,21 +647,35 @@ impl SelfAttention {
             k = kn.forward(&k)?;
         }
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let mut outs = Vec::with_capacity(segs.len());
         for seg in segs {
+            self.cache_mut(seg.slot);
+        }
+        // Each segment owns a distinct slot's cache, so the segments attend in parallel.
+        let mut by_slot: Vec<Option<&mut KvCache>> = self.caches.iter_mut().map(Some).collect();
+        let mut work = Vec::with_capacity(segs.len());
+        for seg in segs {
+            let cache = by_slot[seg.slot].take().ok_or_else(|| Error::Invalid(format!("slot {} appears twice in a batch", seg.slot)))?;
+            work.push((seg, cache));
+        }
+        let (rope, window, single) = (&self.rope, self.window, segs.len() == 1);
+        let one = |(seg, cache): (&crate::models::decoder::Segment, &mut KvCache)| -> Result<Tensor> {
             let part = |t: &Tensor| -> Result<Tensor> {
-                Ok(if segs.len() == 1 { t.clone() } else { t.narrow(2, seg.start, seg.len)?.contiguous()? })
+                Ok(if single { t.clone() } else { t.narrow(2, seg.start, seg.len)?.contiguous()? })
             };
             let (mut qs, mut ks, vs) = (part(&q)?, part(&k)?, part(&v)?);
-            if let Some(rope) = &self.rope {
+            if let Some(rope) = rope {
                 qs = rope.apply(&qs, seg.offset)?;
                 ks = rope.apply(&ks, seg.offset)?;
             }
-            let window = self.window;
-            let cache = self.cache_mut(seg.slot);
             let (kc, vc) = cache.append(&ks, &vs)?;
-            outs.push(attention(&qs, &kc, &vc, seg.offset, cache.start(), window, scale)?);
-        }
+            attention(&qs, &kc, &vc, seg.offset, cache.start(), window, scale)
+        };
+        let mut outs: Vec<Tensor> = if single {
+            work.into_iter().map(one).collect::<Result<_>>()?
+        } else {
+            use rayon::prelude::*;
+            work.into_par_iter().map(one).collect::<Result<_>>()?
+        };
         let out = if outs.len() == 1 { outs.pop().expect("one segment") } else { Tensor::cat(&outs, 1)? };
         self.o.forward_segments(&out, segs)
     }
@@ -766,6 +808,28 @@ pub fn last_position(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The AVX2/F16C attention row must equal the portable one bit for bit (same fused
+    /// multiply-adds, same round-to-nearest-even into f16), or results would depend on the CPU.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f16c_attention_row_equals_portable_row() {
+        if !has_fma() {
+            return;
+        }
+        let hd = 80;
+        let n = 37;
+        let r = |i: usize| ((i * 2654435761usize) % 1000) as f32 / 250.0 - 2.0;
+        let q: Vec<f32> = (0..hd).map(r).collect();
+        let k: Vec<f32> = (0..n * hd).map(|i| r(i + 7)).collect();
+        let v: Vec<f32> = (0..n * hd).map(|i| r(i + 13) * 3.0).collect();
+        let mut a = vec![0f32; hd];
+        let mut b = vec![0f32; hd];
+        attend_row(&q, &k, &v, 3..n, 0.11, &mut a);
+        unsafe { attend_row_fma(&q, &k, &v, 3..n, 0.11, &mut b) };
+        assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert!(a.iter().any(|&x| x != 0.0));
+    }
 
     /// The table lookup must give bitwise what the tensor-op version gives (and so what the
     /// greedy Gemma tests were checked with), across the cut-offs at ±10.
