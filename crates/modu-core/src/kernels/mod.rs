@@ -473,38 +473,3 @@ mod tests {
         assert!(QMatrix::new(QFormat::Q8_0, 2, 64, &[0; 136]).is_ok());
     }
 }
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-
-    /// Not an assertion: prints the head-shaped product's speed (`cargo test --release -- --ignored
-    /// kernels::timing --nocapture`).
-    #[test]
-    #[ignore]
-    fn head_shaped_product_speed() {
-        for (fmt, bytes) in [(QFormat::Q8_0, 34), (QFormat::Q4K, 144), (QFormat::Q6K, 210)] {
-            let (block, _) = fmt.block();
-            let (n, k) = (262_144 / 4, 640usize.div_ceil(block) * block);
-            let data: Vec<u8> = (0..n * k / block * bytes).map(|i| (i * 7 % 251) as u8 & 0x3f).collect();
-            let qm = QMatrix::new(fmt, n, k, &data).unwrap();
-            for m in [1, 2, 4, 8] {
-                let x: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 - 6.0).collect();
-                let mut out = vec![0f32; m * n];
-                qm.matmul(&x, m, &mut out);
-                let t = std::time::Instant::now();
-                let reps = 20;
-                for _ in 0..reps {
-                    qm.matmul(&x, m, &mut out);
-                }
-                let s = t.elapsed().as_secs_f64() / reps as f64;
-                println!(
-                    "{fmt:?} n={n} k={k} m={m}: {:.2} ms, {:.1} GB/s of weights, {:.2} GMAC/s",
-                    s * 1e3,
-                    qm.size_in_bytes() as f64 / s / 1e9,
-                    (m * n * k) as f64 / s / 1e9
-                );
-            }
-        }
-    }
-}
