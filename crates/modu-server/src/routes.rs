@@ -76,7 +76,7 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
                 "modu_requests_rejected_total" => mt.rejected.load(Ordering::Relaxed),
                 "modu_prompt_tokens_total" => mt.prompt_tokens.load(Ordering::Relaxed),
                 "modu_generated_tokens_total" => mt.generated_tokens.load(Ordering::Relaxed),
-                "modu_queue_depth" => mt.queued.load(Ordering::Relaxed),
+                "modu_queue_depth" => m.scheduler.waiting(),
                 "modu_running_sequences" => mt.running.load(Ordering::Relaxed),
                 _ => mt.steps.load(Ordering::Relaxed),
             };

@@ -172,18 +172,30 @@ impl Scheduler {
     }
 
     /// Queues a request; `Err` at once when the queue is full or the engine is gone.
+    /// Requests waiting for a slot: submitted, not yet admitted, beyond the free slots (the ones
+    /// the worker is about to admit do not wait). This is what `max_queue` bounds.
+    pub fn waiting(&self) -> u64 {
+        let free = self.slots.saturating_sub(self.metrics.running.load(Ordering::SeqCst) as usize);
+        self.metrics.queued.load(Ordering::SeqCst).saturating_sub(free as u64)
+    }
+
     pub fn submit(&self, req: Request) -> std::result::Result<(), Rejected> {
         if !self.is_alive() {
             return Err(Rejected::EngineDown);
         }
         // Waiting = submitted but not admitted, less the free slots the worker will fill at once.
-        let free = self.slots.saturating_sub(self.metrics.running.load(Ordering::SeqCst) as usize);
-        let waiting = (self.metrics.queued.load(Ordering::SeqCst) as usize).saturating_sub(free);
-        if waiting >= self.max_queue {
-            self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(Rejected::QueueFull);
+        // Check and count in one step, so that concurrent submits cannot both take the last place.
+        loop {
+            let queued = self.metrics.queued.load(Ordering::SeqCst);
+            let free = self.slots.saturating_sub(self.metrics.running.load(Ordering::SeqCst) as usize);
+            if (queued as usize).saturating_sub(free) >= self.max_queue {
+                self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(Rejected::QueueFull);
+            }
+            if self.metrics.queued.compare_exchange(queued, queued + 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                break;
+            }
         }
-        self.metrics.queued.fetch_add(1, Ordering::SeqCst);
         match self.queue.try_send(req) {
             Ok(()) => {
                 self.metrics.requests.fetch_add(1, Ordering::Relaxed);
@@ -275,8 +287,12 @@ impl Worker {
                         Err(_) => break,
                     }
                 };
+                // Counted as running before it stops counting as queued, so that a submit in
+                // between never sees its slot as free.
+                self.metrics.running.fetch_add(1, Ordering::SeqCst);
                 self.metrics.queued.fetch_sub(1, Ordering::SeqCst);
                 if req.events.is_closed() {
+                    self.metrics.running.fetch_sub(1, Ordering::SeqCst);
                     continue;
                 }
                 let slot = (0..self.slots).find(|s| !running.iter().any(|r| r.slot == *s)).expect("a free slot");
@@ -284,6 +300,7 @@ impl Worker {
                 let sampler = match Sampler::new(req.params.sampling.clone()) {
                     Ok(s) => s,
                     Err(e) => {
+                        self.metrics.running.fetch_sub(1, Ordering::SeqCst);
                         let _ = req.events.send(Event::Error(e.to_string()));
                         continue;
                     }
