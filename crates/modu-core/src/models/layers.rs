@@ -547,7 +547,7 @@ fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, k_start: usi
     let mut out = vec![0f32; q_len * n_head * hd];
     // One output row [hd] per (position, head), laid out as [q_len, n_head, hd].
     let fma = has_fma();
-    out.par_chunks_mut(hd).enumerate().for_each(|(row, dst)| {
+    let row = |(row, dst): (usize, &mut [f32])| {
         let (i, h) = (row / n_head, row % n_head);
         let pos = offset + i;
         let kvh = h / n_rep;
@@ -564,7 +564,13 @@ fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, k_start: usi
         }
         let _ = fma;
         attend_row(qrow, kh, vh, keys, scale, dst);
-    });
+    };
+    // Decode rows are too small to share out; prompts are not.
+    if q_len * n_head * kv_len < 1 << 14 {
+        out.chunks_mut(hd).enumerate().for_each(row);
+    } else {
+        out.par_chunks_mut(hd).enumerate().for_each(row);
+    }
     Ok(Tensor::from_vec(out, (1, q_len, n_head * hd), q.device())?)
 }
 
@@ -673,8 +679,22 @@ impl SelfAttention {
         let mut outs: Vec<Tensor> = if single {
             work.into_iter().map(one).collect::<Result<_>>()?
         } else {
-            use rayon::prelude::*;
-            work.into_par_iter().map(one).collect::<Result<_>>()?
+            // On the kernels' pool: a second pool's threads would contend with its workers.
+            let slots: Vec<std::sync::Mutex<Option<(&crate::models::decoder::Segment, &mut KvCache)>>> =
+                work.into_iter().map(|w| std::sync::Mutex::new(Some(w))).collect();
+            let results: Vec<std::sync::Mutex<Option<Result<Tensor>>>> = slots.iter().map(|_| std::sync::Mutex::new(None)).collect();
+            candle_core::utils::barrier_pool().execute_chunked(slots.len(), |range| {
+                for i in range {
+                    let item = slots[i].lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(item) = item {
+                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(one(item));
+                    }
+                }
+            });
+            results
+                .into_iter()
+                .map(|r| r.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| Err(Error::Invalid("a segment was not run".into()))))
+                .collect::<Result<_>>()?
         };
         let out = if outs.len() == 1 { outs.pop().expect("one segment") } else { Tensor::cat(&outs, 1)? };
         self.o.forward_segments(&out, segs)
