@@ -7,7 +7,7 @@
 # decode throughput at 8 streams to 1 stream. Exits non-zero if any request failed.
 #
 # Usage: bench/serve-load.sh [--base-url http://127.0.0.1:PORT] [--streams 32] [--tokens 64]
-#                            [--rounds 1] [--phases 1,8,32] [--json out.json] [...]
+#                            [--rounds 1] [--phases 1,8,32] [--repeat N] [--json out.json] [...]
 #   without --base-url it starts `modu serve` itself (--port 0, --parallel = largest phase) on
 #   the Gemma 3 270M test model (-m to change), and stops it at the end. -h lists every option.
 #

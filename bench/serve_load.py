@@ -5,6 +5,9 @@ For each phase (default 1, 8 and 32 concurrent streams) it runs max(streams x ro
 min_requests) requests, at most `streams` at once, each `max_tokens` long, and prints per phase: requests, failures,
 generated tokens, wall time, aggregate tokens/s, aggregate decode tokens/s, TTFT p50/p99 and
 inter-token p50/p99. Then the ratio of aggregate decode throughput at 8 streams to 1 stream.
+With --repeat N the phases run N times, in flipped order each time, and the ratio is the median
+of the N ratios of phases measured next to each other (shared machines drift by tens of percent
+within minutes).
 
 Only the standard library: the HTTP/1.1 client and the SSE parser are here (asyncio streams),
 so that every SSE event is stamped the moment its bytes arrive.
@@ -334,9 +337,14 @@ async def main_async(args, base_url: str) -> list[dict]:
     if not warm.ok:
         sys.exit(f"serve-load: error: the warm-up request failed: {warm.error}")
     rows = []
-    for streams in args.phases:
-        print(f"serve-load: phase {streams} stream(s)...", file=sys.stderr)
-        rows.append(await run_phase(args, target, model_id, streams, f"p{streams}"))
+    for rep in range(args.repeat):
+        # Flip the order each repetition, so that drift in machine speed reaches every phase.
+        order = args.phases if rep % 2 == 0 else list(reversed(args.phases))
+        for streams in order:
+            print(f"serve-load: repetition {rep + 1}/{args.repeat}, phase {streams} stream(s)...", file=sys.stderr)
+            row = await run_phase(args, target, model_id, streams, f"r{rep}p{streams}")
+            row["repeat"] = rep
+            rows.append(row)
     return rows
 
 
@@ -357,6 +365,9 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=64, help="max_tokens per request (default 64)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="requests per stream in each phase: a phase runs STREAMS x ROUNDS (default 1)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the phases this many times, in flipped order each time; the 8/1 ratio "
+                         "is then the median of the per-repetition ratios (default 1)")
     ap.add_argument("--min-requests", type=int, default=8,
                     help="at least this many requests per phase, so that the 1-stream phase "
                          "is not a single sample (default 8)")
@@ -369,8 +380,8 @@ def main() -> int:
     ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args()
     args.phases = [int(x) for x in (args.phases or f"1,8,{args.streams}").split(",") if x.strip()]
-    if any(p < 1 for p in args.phases) or args.tokens < 1 or args.rounds < 1:
-        ap.error("phases, --tokens and --rounds must be positive")
+    if any(p < 1 for p in args.phases) or args.tokens < 1 or args.rounds < 1 or args.repeat < 1:
+        ap.error("phases, --tokens, --rounds and --repeat must be positive")
 
     server = None
     base_url = args.base_url.rstrip("/") if args.base_url else None
@@ -385,18 +396,31 @@ def main() -> int:
         if server is not None:
             server.stop()
 
+    rows.sort(key=lambda r: (r["repeat"], r["streams"]))
     print_table(rows)
-    by = {r["streams"]: r for r in rows}
+    ratios = []
+    for rep in range(args.repeat):
+        by = {r["streams"]: r for r in rows if r["repeat"] == rep}
+        if 1 in by and 8 in by and by[1]["decode_tok_per_s"] > 0:
+            ratios.append((by[8]["decode_tok_per_s"] / by[1]["decode_tok_per_s"],
+                           by[8]["decode_tok_per_s"], by[1]["decode_tok_per_s"]))
     ratio = None
-    if 1 in by and 8 in by and by[1]["decode_tok_per_s"] > 0:
-        ratio = by[8]["decode_tok_per_s"] / by[1]["decode_tok_per_s"]
-        print(f"decode throughput 8 streams / 1 stream: {ratio:.2f}x "
-              f"({by[8]['decode_tok_per_s']:.1f} vs {by[1]['decode_tok_per_s']:.1f} tok/s)")
+    if ratios:
+        ratio = statistics.median(r[0] for r in ratios)
+        if len(ratios) == 1:
+            print(f"decode throughput 8 streams / 1 stream: {ratio:.2f}x "
+                  f"({ratios[0][1]:.1f} vs {ratios[0][2]:.1f} tok/s)")
+        else:
+            each = ", ".join(f"{r[0]:.2f}" for r in ratios)
+            print(f"decode throughput 8 streams / 1 stream: median {ratio:.2f}x over {len(ratios)} "
+                  f"repetitions ({each})")
     failed = sum(r["failed"] for r in rows)
     print(f"failures: {failed}")
     if args.json:
         Path(args.json).write_text(json.dumps({"phases": rows, "decode_ratio_8_to_1": ratio,
+                                               "ratios_8_to_1": [r[0] for r in ratios],
                                                "tokens": args.tokens, "rounds": args.rounds,
+                                               "repeat": args.repeat,
                                                "temperature": args.temperature}, indent=2))
     return 1 if failed else 0
 
