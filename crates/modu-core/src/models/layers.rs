@@ -365,8 +365,13 @@ pub fn attention_mask(q_len: usize, offset: usize, k_start: usize, kv_len: usize
 /// With an f16 cache this follows llama.cpp's CPU flash-attention arithmetic (f16 query, online
 /// softmax, f16 output accumulator), so that both engines round alike: Gemma's activations are
 /// large enough that the rounding decides near-ties. With an f32 cache it is plain f32 math.
+/// Query rows from which attention runs as matrix products instead of one row at a time.
+const PROMPT_ATTENTION_ROWS: usize = 32;
+
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, k_start: usize, window: Option<usize>, scale: f64) -> Result<Tensor> {
-    if k.dtype() == DType::F16 {
+    // Decode and short chunks: ggml's one-row kernel and its f16 arithmetic. Long prompts: two
+    // batched products, as llama.cpp's prompt path computes them.
+    if k.dtype() == DType::F16 && q.dim(2)? < PROMPT_ATTENTION_ROWS {
         return attention_f16(q, k, v, offset, k_start, window, scale as f32);
     }
     let (b, n_head, q_len, hd) = q.dims4()?;
