@@ -889,3 +889,21 @@ def test_case33_engine_panic_reports_unhealthy(spawn_server):
     assert r.status == 503, r.status
     assert_openai_error(r, 503)
     assert r.header("x-should-retry") == "false", r.headers
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", CHAT])
+def test_case33_engine_panic_mid_stream_ends_with_an_error(spawn_server, path):
+    """A streamed request in flight when the engine thread panics ends with an error event (the
+    OpenAI error schema), never a stream that just stops or a final [DONE]."""
+    srv = spawn_server("--port", "0", "--parallel", "2", "--ctx", "1024", "--inject-fault", "panic-after=3")
+    body = {"model": MODEL_ID, "max_tokens": 16, "temperature": 0, "stream": True}
+    body.update({"prompt": "One two three four"} if path == "/v1/completions"
+                else {"messages": [{"role": "user", "content": "Count to ten."}]})
+    t0 = time.monotonic()
+    r = support.stream_post(srv, path, body, timeout=30)
+    assert time.monotonic() - t0 < 10, "the failed stream hung"
+    assert r.status == 200, r.status
+    data = support.sse_data(r)
+    assert data and data[-1] != "[DONE]", data[-3:]
+    last = json.loads(data[-1])
+    assert "error" in last and last["error"]["type"] and last["error"]["message"], last

@@ -586,6 +586,7 @@ async fn completions_inner(s: Arc<AppState>, headers: HeaderMap, body: Body) -> 
             }
         }
         if done < n {
+            let _ = out_tx.send(error_event("the engine stopped before the request finished"));
             return;
         }
         if include_usage {
