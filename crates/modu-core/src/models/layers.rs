@@ -681,7 +681,11 @@ impl SelfAttention {
             let (kc, vc) = cache.append(&ks, &vs)?;
             attention(&qs, &kc, &vc, seg.offset, cache.start(), window, scale)
         };
-        let mut outs: Vec<Tensor> = if single {
+        // In parallel only when every segment is a decode-sized step: the pool's caller must not
+        // reach the pool again from inside its share, and candle's element-wise ops do so from
+        // 64k elements on (prompt chunks get there; one row of every model we load does not).
+        let small = segs.iter().all(|s| s.len < PROMPT_ATTENTION_ROWS && s.len * n_heads * head_dim < 1 << 14);
+        let mut outs: Vec<Tensor> = if single || !small {
             work.into_iter().map(one).collect::<Result<_>>()?
         } else {
             // On the kernels' pool: a second pool's threads would contend with its workers.
