@@ -398,6 +398,24 @@ def test_json_schema_streamed_and_sampled(client):
         jsonschema.validate(json.loads(t), PERSON_SCHEMA)
 
 
+def test_json_schema_with_logprobs(client):
+    """Where the grammar allows fewer tokens than top_logprobs asks for, the alternatives list
+    only allowed tokens, each a finite number (refused tokens have -inf, which JSON cannot hold)."""
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+              "additionalProperties": False}
+    c = client.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": "Is it ok?"}], max_tokens=100, temperature=0,
+        logprobs=True, top_logprobs=20,
+        response_format={"type": "json_schema", "json_schema": {"name": "ok", "schema": schema}})
+    jsonschema.validate(json.loads(c.choices[0].message.content), schema)
+    content = c.choices[0].logprobs.content
+    assert content
+    assert any(len(t.top_logprobs) < 20 for t in content), "some step should allow fewer than 20 tokens"
+    for t in content:
+        assert math.isfinite(t.logprob)
+        assert all(math.isfinite(a.logprob) for a in t.top_logprobs)
+
+
 def test_json_object_output(client):
     c = client.chat.completions.create(
         # A prompt on which the base model closes its object (on others it lists keys forever).

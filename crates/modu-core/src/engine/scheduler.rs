@@ -418,7 +418,9 @@ impl Worker {
                     if k > 0 {
                         order.select_nth_unstable_by(k - 1, |a, b| lp[*b as usize].total_cmp(&lp[*a as usize]));
                     }
-                    let mut top: Vec<(u32, f32)> = order[..k].iter().map(|&t| (t, lp[t as usize])).collect();
+                    // Tokens a grammar refused have -inf: not alternatives, and not valid JSON numbers.
+                    let mut top: Vec<(u32, f32)> =
+                        order[..k].iter().map(|&t| (t, lp[t as usize])).filter(|(_, l)| l.is_finite()).collect();
                     top.sort_by(|a, b| b.1.total_cmp(&a.1));
                     TokenLogprob { id, logprob: lp[id as usize], top }
                 });
