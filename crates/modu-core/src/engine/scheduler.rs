@@ -175,8 +175,12 @@ impl Scheduler {
     /// Requests waiting for a slot: submitted, not yet admitted, beyond the free slots (the ones
     /// the worker is about to admit do not wait). This is what `max_queue` bounds.
     pub fn waiting(&self) -> u64 {
+        self.waiting_beyond_free(self.metrics.queued.load(Ordering::SeqCst))
+    }
+
+    fn waiting_beyond_free(&self, queued: u64) -> u64 {
         let free = self.slots.saturating_sub(self.metrics.running.load(Ordering::SeqCst) as usize);
-        self.metrics.queued.load(Ordering::SeqCst).saturating_sub(free as u64)
+        queued.saturating_sub(free as u64)
     }
 
     pub fn submit(&self, req: Request) -> std::result::Result<(), Rejected> {
@@ -187,8 +191,7 @@ impl Scheduler {
         // Check and count in one step, so that concurrent submits cannot both take the last place.
         loop {
             let queued = self.metrics.queued.load(Ordering::SeqCst);
-            let free = self.slots.saturating_sub(self.metrics.running.load(Ordering::SeqCst) as usize);
-            if (queued as usize).saturating_sub(free) >= self.max_queue {
+            if self.waiting_beyond_free(queued) >= self.max_queue as u64 {
                 self.metrics.rejected.fetch_add(1, Ordering::Relaxed);
                 return Err(Rejected::QueueFull);
             }

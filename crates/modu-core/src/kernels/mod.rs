@@ -19,7 +19,7 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 
-/// A weight type's kernels. `tile_avx2` computes R activation rows against C weight rows.
+/// A weight type's kernels. `tile_avx2` computes R activation rows against one weight row.
 pub(crate) trait Kernel {
     /// Weights per block, bytes per block, activation block size.
     const BLOCK: usize;
@@ -29,14 +29,9 @@ pub(crate) trait Kernel {
     /// The definition: one weight row against activation row `r`.
     fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32;
     /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; each `w[c]` holds one whole weight row.
+    /// The CPU must have AVX2, FMA and F16C; `w` holds one whole weight row.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn tile_avx2<const R: usize, const C: usize>(
-        w: [&[u8]; C],
-        a: &QuantizedRows,
-        rows: [usize; R],
-        out: &mut [[f32; C]; R],
-    );
+    unsafe fn tile_avx2<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]);
 }
 
 pub(crate) fn has_avx2() -> bool {
@@ -142,23 +137,8 @@ impl QMatrix {
         Ok(Self { format, n, k, storage })
     }
 
-    pub fn format(&self) -> QFormat {
-        self.format
-    }
-
     pub fn out_dim(&self) -> usize {
         self.n
-    }
-
-    pub fn in_dim(&self) -> usize {
-        self.k
-    }
-
-    pub fn size_in_bytes(&self) -> usize {
-        match &self.storage {
-            Storage::Blocks(b) => b.bytes().len(),
-            Storage::Q8x4(p) => p.size_in_bytes(),
-        }
     }
 
     fn row_bytes(&self) -> usize {
@@ -325,7 +305,7 @@ unsafe fn columns_avx2<'w, K: Kernel>(
     wrow: &dyn Fn(usize) -> &'w [u8],
     put: &dyn Fn(usize, usize, f32),
 ) {
-    unsafe fn rows_tile<'w, K: Kernel, const R: usize, const C: usize>(
+    unsafe fn rows_tile<'w, K: Kernel, const R: usize>(
         a: &QuantizedRows,
         r0: usize,
         c0: usize,
@@ -334,36 +314,24 @@ unsafe fn columns_avx2<'w, K: Kernel>(
         put: &dyn Fn(usize, usize, f32),
     ) {
         let rows: [usize; R] = std::array::from_fn(|i| r0 + i);
-        let mut c = c0;
-        while c + C <= c1 {
-            let mut o = [[0f32; C]; R];
-            unsafe { K::tile_avx2::<R, C>(std::array::from_fn(|j| wrow(c + j)), a, rows, &mut o) };
-            for (i, or) in o.iter().enumerate() {
-                for (j, &v) in or.iter().enumerate() {
-                    put(r0 + i, c + j, v);
-                }
+        for c in c0..c1 {
+            let mut o = [0f32; R];
+            unsafe { K::tile_avx2::<R>(wrow(c), a, rows, &mut o) };
+            for (i, &v) in o.iter().enumerate() {
+                put(r0 + i, c, v);
             }
-            c += C;
-        }
-        while c < c1 {
-            let mut o = [[0f32; 1]; R];
-            unsafe { K::tile_avx2::<R, 1>([wrow(c)], a, rows, &mut o) };
-            for (i, or) in o.iter().enumerate() {
-                put(r0 + i, c, or[0]);
-            }
-            c += 1;
         }
     }
     let mut r = 0;
     unsafe {
         while r + 4 <= m {
-            rows_tile::<K, 4, 1>(a, r, c0, c1, wrow, put);
+            rows_tile::<K, 4>(a, r, c0, c1, wrow, put);
             r += 4;
         }
         match m - r {
-            3 => rows_tile::<K, 3, 1>(a, r, c0, c1, wrow, put),
-            2 => rows_tile::<K, 2, 1>(a, r, c0, c1, wrow, put),
-            1 => rows_tile::<K, 1, 1>(a, r, c0, c1, wrow, put),
+            3 => rows_tile::<K, 3>(a, r, c0, c1, wrow, put),
+            2 => rows_tile::<K, 2>(a, r, c0, c1, wrow, put),
+            1 => rows_tile::<K, 1>(a, r, c0, c1, wrow, put),
             _ => {}
         }
     }

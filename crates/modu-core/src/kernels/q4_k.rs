@@ -70,65 +70,51 @@ impl Kernel for Q4K {
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn tile_avx2<const R: usize, const C: usize>(
-        w: [&[u8]; C],
-        a: &QuantizedRows,
-        rows: [usize; R],
-        out: &mut [[f32; C]; R],
-    ) {
+    unsafe fn tile_avx2<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]) {
         unsafe { tile(w, a, rows, out) }
     }
 }
 
-/// The unpacked nibbles of one column's super-block are shared by all R rows.
+/// The unpacked nibbles of a super-block are shared by all R rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile<const R: usize, const C: usize>(
-    w: [&[u8]; C],
-    a: &QuantizedRows,
-    rows: [usize; R],
-    out: &mut [[f32; C]; R],
-) {
+unsafe fn tile<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]) {
     use super::avx2::{f16_to_f32, hsum};
     use std::arch::x86_64::*;
     let nb = a.blocks_per_row();
     let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut acc = [_mm256_setzero_ps(); R];
     let yq: [*const i8; R] = std::array::from_fn(|r| a.row_qs(rows[r]).as_ptr());
     let yd: [*const f32; R] = std::array::from_fn(|r| a.row_d(rows[r]).as_ptr());
     let ys: [*const i32; R] = std::array::from_fn(|r| a.row_sums32(rows[r]).as_ptr());
     for b in 0..nb {
-        for c in 0..C {
-            let blk = &w[c][b * 144..(b + 1) * 144];
-            let d = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
-            let dmin = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
-            let (sc, mn) = scales_mins(blk);
-            let sc16: [i16; 8] = sc.map(|v| v as i16);
-            let mins = _mm256_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr() as *const __m128i));
-            let mut q = [_mm256_setzero_si256(); 8];
-            for i in 0..4 {
-                let raw = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * i) as *const __m256i);
-                q[2 * i] = _mm256_and_si256(raw, m4);
-                q[2 * i + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+        let blk = &w[b * 144..(b + 1) * 144];
+        let d = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+        let dmin = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+        let (sc, mn) = scales_mins(blk);
+        let sc16: [i16; 8] = sc.map(|v| v as i16);
+        let mins = _mm256_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr() as *const __m128i));
+        let mut q = [_mm256_setzero_si256(); 8];
+        for i in 0..4 {
+            let raw = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * i) as *const __m256i);
+            q[2 * i] = _mm256_and_si256(raw, m4);
+            q[2 * i + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+        }
+        for r in 0..R {
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..8 {
+                let y = _mm256_loadu_si256(yq[r].add(b * 256 + 32 * j) as *const __m256i);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], y), _mm256_set1_epi16(sc16[j]));
+                sumi = _mm256_add_epi32(sumi, p);
             }
-            for r in 0..R {
-                let mut sumi = _mm256_setzero_si256();
-                for j in 0..8 {
-                    let y = _mm256_loadu_si256(yq[r].add(b * 256 + 32 * j) as *const __m256i);
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], y), _mm256_set1_epi16(sc16[j]));
-                    sumi = _mm256_add_epi32(sumi, p);
-                }
-                let dy = *yd[r].add(b);
-                // The minimums: one lane per sub-block, m_j times the sum of its activations.
-                let summ = _mm256_mullo_epi32(mins, _mm256_loadu_si256(ys[r].add(b * 8) as *const __m256i));
-                let a1 = _mm256_fmadd_ps(_mm256_set1_ps(d * dy), _mm256_cvtepi32_ps(sumi), acc[r][c]);
-                acc[r][c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * dy), _mm256_cvtepi32_ps(summ), a1);
-            }
+            let dy = *yd[r].add(b);
+            // The minimums: one lane per sub-block, m_j times the sum of its activations.
+            let summ = _mm256_mullo_epi32(mins, _mm256_loadu_si256(ys[r].add(b * 8) as *const __m256i));
+            let a1 = _mm256_fmadd_ps(_mm256_set1_ps(d * dy), _mm256_cvtepi32_ps(sumi), acc[r]);
+            acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * dy), _mm256_cvtepi32_ps(summ), a1);
         }
     }
     for r in 0..R {
-        for c in 0..C {
-            out[r][c] = hsum(acc[r][c]);
-        }
+        out[r] = hsum(acc[r]);
     }
 }

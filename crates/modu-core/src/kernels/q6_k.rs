@@ -61,81 +61,67 @@ impl Kernel for Q6K {
     }
 
     #[cfg(target_arch = "x86_64")]
-    unsafe fn tile_avx2<const R: usize, const C: usize>(
-        w: [&[u8]; C],
-        a: &QuantizedRows,
-        rows: [usize; R],
-        out: &mut [[f32; C]; R],
-    ) {
+    unsafe fn tile_avx2<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]) {
         unsafe { tile(w, a, rows, out) }
     }
 }
 
-/// The six-bit values are unpacked once per column and super-block for all R rows; the -32
+/// The six-bit values are unpacked once per super-block for all R rows; the -32
 /// offset is taken once per super-block from the activations' 16-value sums.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile<const R: usize, const C: usize>(
-    w: [&[u8]; C],
-    a: &QuantizedRows,
-    rows: [usize; R],
-    out: &mut [[f32; C]; R],
-) {
+unsafe fn tile<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]) {
     use super::avx2::{f16_to_f32, hsum};
     use std::arch::x86_64::*;
     let nb = a.blocks_per_row();
     let m4 = _mm256_set1_epi8(0xF);
     let m2 = _mm256_set1_epi8(0x30);
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut acc = [_mm256_setzero_ps(); R];
     let yq: [*const i8; R] = std::array::from_fn(|r| a.row_qs(rows[r]).as_ptr());
     let yd: [*const f32; R] = std::array::from_fn(|r| a.row_d(rows[r]).as_ptr());
     let yb: [*const i16; R] = std::array::from_fn(|r| a.row_bsums(rows[r]).as_ptr());
     for b in 0..nb {
-        for c in 0..C {
-            let blk = w[c][b * 210..(b + 1) * 210].as_ptr();
-            let dd = f16_to_f32(u16::from_le_bytes([*blk.add(208), *blk.add(209)]));
-            let sc8 = _mm_loadu_si128(blk.add(192) as *const __m128i);
-            let sc16 = _mm256_cvtepi8_epi16(sc8);
-            let mut q = [_mm256_setzero_si256(); 8];
-            let mut s = [_mm256_setzero_si256(); 8];
-            for h in 0..2 {
-                let la = _mm256_loadu_si256(blk.add(64 * h) as *const __m256i);
-                let lb = _mm256_loadu_si256(blk.add(64 * h + 32) as *const __m256i);
-                let hb = _mm256_loadu_si256(blk.add(128 + 32 * h) as *const __m256i);
-                let hi = |shift: i32| match shift {
-                    0 => _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2),
-                    2 => _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2),
-                    4 => _mm256_and_si256(hb, m2),
-                    _ => _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2),
-                };
-                q[4 * h] = _mm256_or_si256(_mm256_and_si256(la, m4), hi(0));
-                q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(lb, m4), hi(2));
-                q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), hi(4));
-                q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4), hi(6));
+        let blk = w[b * 210..(b + 1) * 210].as_ptr();
+        let dd = f16_to_f32(u16::from_le_bytes([*blk.add(208), *blk.add(209)]));
+        let sc8 = _mm_loadu_si128(blk.add(192) as *const __m128i);
+        let sc16 = _mm256_cvtepi8_epi16(sc8);
+        let mut q = [_mm256_setzero_si256(); 8];
+        let mut s = [_mm256_setzero_si256(); 8];
+        for h in 0..2 {
+            let la = _mm256_loadu_si256(blk.add(64 * h) as *const __m256i);
+            let lb = _mm256_loadu_si256(blk.add(64 * h + 32) as *const __m256i);
+            let hb = _mm256_loadu_si256(blk.add(128 + 32 * h) as *const __m256i);
+            let hi = |shift: i32| match shift {
+                0 => _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2),
+                2 => _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2),
+                4 => _mm256_and_si256(hb, m2),
+                _ => _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2),
+            };
+            q[4 * h] = _mm256_or_si256(_mm256_and_si256(la, m4), hi(0));
+            q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(lb, m4), hi(2));
+            q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), hi(4));
+            q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4), hi(6));
+        }
+        for (g, sg) in s.iter_mut().enumerate() {
+            let lo = *blk.add(192 + 2 * g) as i8 as i16;
+            let hi = *blk.add(193 + 2 * g) as i8 as i16;
+            *sg = _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
+        }
+        for r in 0..R {
+            let mut sumi = _mm256_setzero_si256();
+            for g in 0..8 {
+                let y = _mm256_loadu_si256(yq[r].add(b * 256 + 32 * g) as *const __m256i);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], y), s[g]);
+                sumi = _mm256_add_epi32(sumi, p);
             }
-            for (g, sg) in s.iter_mut().enumerate() {
-                let lo = *blk.add(192 + 2 * g) as i8 as i16;
-                let hi = *blk.add(193 + 2 * g) as i8 as i16;
-                *sg = _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
-            }
-            for r in 0..R {
-                let mut sumi = _mm256_setzero_si256();
-                for g in 0..8 {
-                    let y = _mm256_loadu_si256(yq[r].add(b * 256 + 32 * g) as *const __m256i);
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], y), s[g]);
-                    sumi = _mm256_add_epi32(sumi, p);
-                }
-                let bs = _mm256_loadu_si256(yb[r].add(b * 16) as *const __m256i);
-                let off = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
-                sumi = _mm256_sub_epi32(sumi, off);
-                let dy = *yd[r].add(b);
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(dd * dy), _mm256_cvtepi32_ps(sumi), acc[r][c]);
-            }
+            let bs = _mm256_loadu_si256(yb[r].add(b * 16) as *const __m256i);
+            let off = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
+            sumi = _mm256_sub_epi32(sumi, off);
+            let dy = *yd[r].add(b);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dd * dy), _mm256_cvtepi32_ps(sumi), acc[r]);
         }
     }
     for r in 0..R {
-        for c in 0..C {
-            out[r][c] = hsum(acc[r][c]);
-        }
+        out[r] = hsum(acc[r]);
     }
 }

@@ -45,10 +45,6 @@ impl Packed {
         self.qs_buf.cast()
     }
 
-    pub fn size_in_bytes(&self) -> usize {
-        self.d.len() * 2 + self.qs_buf.bytes().len()
-    }
-
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
         let (g, j) = (row / 4, row % 4);
         for b in 0..self.kb {

@@ -540,13 +540,9 @@ fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, k_start: usi
         h.convert_to_f32_slice(&mut f);
         Ok(f)
     };
-    let qd: Vec<f32> = {
-        use half::slice::HalfFloatSliceExt;
-        let qf: Vec<f32> = q.flatten_all()?.to_vec1()?;
-        let mut h = vec![f16::ZERO; qf.len()];
-        h.convert_from_f32_slice(&qf);
-        widen(&Tensor::from_vec(h, qf.len(), q.device())?)?
-    };
+    let mut qd: Vec<f32> = q.flatten_all()?.to_vec1()?;
+    let mut scratch = vec![f16::ZERO; qd.len()];
+    round_f16(&mut qd, &mut scratch);
     let kd = widen(k)?;
     let vd = widen(v)?;
     let mut out = vec![0f32; q_len * n_head * hd];
