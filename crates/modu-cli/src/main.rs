@@ -43,6 +43,15 @@ enum Command {
     /// Prompt-processing and generation speed, shaped like llama-bench.
     #[command(after_help = "Example:\n  modu bench -m model.gguf -p 512 -n 128 -t 2 -r 3")]
     Bench(commands::bench::BenchArgs),
+    /// Train a LoRA adapter (PEFT layout) from a few examples, on the CPU.
+    #[command(after_help = "Example:\n  modu tune -m gemma-3-270m-q4_k_m.gguf --data train.jsonl --eval dev.jsonl --out my-adapter --epochs 3 --lr 1e-3\n\nData: one JSON object per line, {\"messages\": [...]} (loss on the assistant turns) or {\"prompt\": ..., \"completion\": ...}.\nCtrl-C saves a checkpoint; --resume continues from it.")]
+    Tune(commands::tune::TuneArgs),
+    /// Exact-match accuracy and answer loss on held-out examples (zero-shot, few-shot or with an adapter).
+    #[command(after_help = "Examples:\n  modu eval -m model.gguf --data test.jsonl\n  modu eval -m model.gguf --data test.jsonl --few-shot 8 --shots train.jsonl\n  modu eval -m model.gguf --adapter my-adapter --data test.jsonl")]
+    Eval(commands::tune::EvalArgs),
+    /// Fold a LoRA adapter into the base weights and write GGUF.
+    #[command(after_help = "Example:\n  modu merge -m gemma-3-270m-q4_k_m.gguf --adapter my-adapter --out merged.gguf --type q8_0")]
+    Merge(commands::tune::MergeArgs),
 }
 
 /// Every decode step allocates its activations and logits afresh (megabytes for a batch over a
@@ -78,6 +87,9 @@ fn main() -> ExitCode {
         Command::Convert(a) => commands::convert::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Tune(a) => commands::tune::tune(a),
+        Command::Eval(a) => commands::tune::eval(a),
+        Command::Merge(a) => commands::tune::merge(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

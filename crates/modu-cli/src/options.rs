@@ -20,6 +20,10 @@ pub struct ModelArgs {
     /// Device: cpu, or cuda when built with the cuda feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// A LoRA adapter directory (PEFT layout: adapter_config.json + adapter_model.safetensors)
+    /// applied to the model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -52,7 +56,7 @@ impl ModelArgs {
         let path = self.resolve()?;
         let device = self.device()?;
         tracing::info!("loading {}", path.display());
-        Ok(loader::load_with(&path, &device, opts)?)
+        Ok(loader::load_adapted(&path, self.adapter.as_deref(), &device, opts)?)
     }
 }
 

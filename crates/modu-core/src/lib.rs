@@ -14,5 +14,6 @@ pub mod kernels;
 pub mod loader;
 pub mod models;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};

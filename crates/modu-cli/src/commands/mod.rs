@@ -6,3 +6,4 @@ pub mod generate;
 pub mod inspect;
 pub mod perplexity;
 pub mod serve;
+pub mod tune;

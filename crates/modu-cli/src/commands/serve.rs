@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// clients see failures.
     #[arg(long, hide = true)]
     pub inject_fault: Option<String>,
+    /// A LoRA adapter served beside its base, as NAME=DIR (with several models MODEL:NAME=DIR;
+    /// repeatable). Requests choose it with "model": "MODEL:NAME". Each adapter runs as its own
+    /// copy of the base with the adapter merged.
+    #[arg(long = "adapter")]
+    pub adapters: Vec<String>,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -63,18 +68,46 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let fault = args.inject_fault.as_deref().map(modu_core::engine::scheduler::Fault::parse).transpose()?;
     let mut entries = Vec::new();
     let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut bases: Vec<(String, std::path::PathBuf)> = Vec::new();
     for spec in &args.models {
         let (name, path) = match spec.split_once('=') {
             Some((n, p)) if !n.is_empty() && !n.contains('/') => (Some(n.to_string()), p.to_string()),
             _ => (None, spec.clone()),
         };
         let path = hub::resolve_gguf(&ModelRef::parse(&path), &HubConfig::from_env())?;
-        let loaded = modu_core::loader::load(&path, &candle_core::Device::Cpu).with_context(|| format!("loading {}", path.display()))?;
         let id = name.unwrap_or_else(|| {
             let stem = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
             stem.trim_end_matches(".gguf").to_string()
         });
-        anyhow::ensure!(!entries.iter().any(|e: &ModelEntry| e.id == id), "two models are named '{id}'; name them with NAME=PATH");
+        anyhow::ensure!(!bases.iter().any(|(b, _)| *b == id), "two models are named '{id}'; name them with NAME=PATH");
+        bases.push((id, path));
+    }
+    // (id, base path, adapter dir)
+    let mut served: Vec<(String, std::path::PathBuf, Option<std::path::PathBuf>)> =
+        bases.iter().map(|(id, p)| (id.clone(), p.clone(), None)).collect();
+    for spec in &args.adapters {
+        let (name, dir) = spec.split_once('=').ok_or_else(|| anyhow::anyhow!("--adapter '{spec}': expected NAME=DIR"))?;
+        let (base, name) = match name.split_once(':') {
+            Some((b, n)) => (b.to_string(), n.to_string()),
+            None if bases.len() == 1 => (bases[0].0.clone(), name.to_string()),
+            None => anyhow::bail!("--adapter '{spec}': with several models, write MODEL:NAME=DIR"),
+        };
+        anyhow::ensure!(!name.is_empty() && !name.contains(['/', ':']), "--adapter '{spec}': the name must be non-empty, without '/' or ':'");
+        let path = bases
+            .iter()
+            .find(|(b, _)| *b == base)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| anyhow::anyhow!("--adapter '{spec}': no model is named '{base}'"))?;
+        let id = format!("{base}:{name}");
+        anyhow::ensure!(!served.iter().any(|(s, _, _)| *s == id), "two adapters are named '{id}'");
+        served.push((id, path, Some(std::path::PathBuf::from(dir))));
+    }
+    for (id, path, adapter) in served {
+        let loaded = modu_core::loader::load_adapted(&path, adapter.as_deref(), &candle_core::Device::Cpu, Default::default())
+            .with_context(|| match &adapter {
+                Some(a) => format!("loading {} with the adapter {}", path.display(), a.display()),
+                None => format!("loading {}", path.display()),
+            })?;
         let template = loaded.chat_template().with_context(|| format!("the chat template of {id}"))?;
         let vocab_size = loaded.model.info().vocab_size;
         let template_source = loaded.chat_template_source.clone();

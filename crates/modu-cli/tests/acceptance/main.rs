@@ -8,6 +8,7 @@ mod exaone_reference;
 mod gemma;
 mod gguf_builder;
 mod hf_bad_input;
+mod lora;
 mod tensor_types;
 
 use std::path::PathBuf;

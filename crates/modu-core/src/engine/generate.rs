@@ -110,6 +110,20 @@ impl<'m> Session<'m> {
         Ok((last_logits(&logits)?, ids.len() - keep))
     }
 
+    /// Makes the cache hold exactly `ids` and returns the logits of positions `from..` (row k
+    /// predicts `ids[from + k + 1]`), reusing the cached common prefix as [`Session::prefill`].
+    pub fn logits_from(&mut self, ids: &[u32], from: usize) -> Result<Tensor> {
+        if from >= ids.len() {
+            return Err(Error::Invalid(format!("logits from position {from} of {}", ids.len())));
+        }
+        let common = self.tokens.iter().zip(ids).take_while(|(a, b)| a == b).count();
+        let keep = self.model.truncate(common.min(from));
+        self.tokens.truncate(keep);
+        let out = self.model.forward(&ids[keep..], keep, Logits::From(from - keep))?;
+        self.tokens.extend_from_slice(&ids[keep..]);
+        Ok(out)
+    }
+
     /// Appends one token and returns the logits after it.
     pub fn step(&mut self, id: u32) -> Result<Vec<f32>> {
         let out = self.model.forward(&[id], self.tokens.len(), Logits::Last)?;

@@ -141,6 +141,7 @@ const PER_LAYER: &[(&str, &str)] = &[
     ("self_attn.k_norm.weight", "attn_k_norm.weight"),
     ("input_layernorm.weight", "attn_norm.weight"),
     ("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
+    ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
     ("mlp.gate_proj.weight", "ffn_gate.weight"),
     ("mlp.up_proj.weight", "ffn_up.weight"),
     ("mlp.down_proj.weight", "ffn_down.weight"),
@@ -176,7 +177,7 @@ fn gguf_name(arch: &str, hf: &str) -> Option<String> {
     let (layer, suffix) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     // Trap (spec §4): post_attention_layernorm is a post-norm in exaone4, the pre-MLP norm elsewhere.
-    let post_attn = if arch == "exaone4" { "post_attention_norm.weight" } else { "ffn_norm.weight" };
+    let post_attn = if arch == "exaone4" || arch == "gemma3" { "post_attention_norm.weight" } else { "ffn_norm.weight" };
     let g = if suffix == "post_attention_layernorm.weight" {
         post_attn
     } else {
@@ -333,6 +334,10 @@ impl Checkpoint for HfCheckpoint {
         match &entry.source {
             Source::Tensor(hf) => {
                 let (t, dt) = self.load(hf)?;
+                if self.config.arch == "gemma3" && name.ends_with("norm.weight") {
+                    // Gemma's RMSNorm scales by 1 + w; GGUF stores 1 + w, as llama.cpp's converter.
+                    return Self::quantize(&(t.to_dtype(DType::F32)? + 1.0)?, GgmlDType::F32, device);
+                }
                 Self::quantize(&t, dt, device)
             }
             Source::Stack(parts) => {

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::models::limits;
 
 /// The architectures an HF directory may hold, by `model_type`.
-pub const HF_MODEL_TYPES: &[&str] = &["exaone", "exaone4", "exaone4_5", "exaone4_5_text", "exaone_moe"];
+pub const HF_MODEL_TYPES: &[&str] = &["exaone", "exaone4", "exaone4_5", "exaone4_5_text", "exaone_moe", "gemma3_text", "gemma3"];
 
 /// What the rest of the loader needs from config.json.
 #[derive(Debug, Clone)]
@@ -135,6 +135,14 @@ impl HfConfig {
                     .ok_or_else(|| bad("exaone4_5 without a 'text_config' object"))?;
                 ("exaone4", Fields { obj: text, outer: Some(top) })
             }
+            "gemma3_text" => ("gemma3", Fields { obj: top, outer: None }),
+            "gemma3" => {
+                let text = top
+                    .get("text_config")
+                    .and_then(|v| v.as_object())
+                    .ok_or_else(|| bad("gemma3 without a 'text_config' object"))?;
+                ("gemma3", Fields { obj: text, outer: None })
+            }
             other => {
                 return Err(bad(format!(
                     "model_type '{other}' is not supported (modu reads HF directories of {})",
@@ -158,12 +166,17 @@ impl HfConfig {
         let vocab = f.usize(&["vocab_size"], 1 << 24)?;
         let context = f.usize_opt(&["max_position_embeddings"], limits::CONTEXT)?.unwrap_or(4096);
         let eps = f.f64_opt(&["rms_norm_eps", "layer_norm_epsilon"])?.unwrap_or(1e-5);
-        let act = f.find(&["hidden_act", "activation_function"]).map(|(_, v)| v.as_str().unwrap_or("?")).unwrap_or("silu");
-        if act != "silu" {
-            return Err(bad(format!("activation '{act}' is not supported (EXAONE uses silu)")));
+        let act = f.find(&["hidden_activation", "hidden_act", "activation_function"]).map(|(_, v)| v.as_str().unwrap_or("?")).unwrap_or("silu");
+        let want = if arch == "gemma3" { "gelu_pytorch_tanh" } else { "silu" };
+        if act != want {
+            return Err(bad(format!("activation '{act}' is not supported ({arch} uses {want})")));
         }
 
-        let (theta, rope_freqs) = rope(&f, head_dim, if arch == "exaone" { 500_000.0 } else { 10_000.0 })?;
+        let (theta, rope_freqs) = if arch == "gemma3" {
+            gemma3_rope(&f, head_dim)?
+        } else {
+            rope(&f, head_dim, if arch == "exaone" { 500_000.0 } else { 10_000.0 })?
+        };
 
         let mut md: HashMap<String, Value> = HashMap::new();
         let key = |k: &str| format!("{arch}.{k}");
@@ -181,7 +194,11 @@ impl HfConfig {
         md.insert(key("rope.dimension_count"), Value::U32(head_dim as u32));
         md.insert(key("vocab_size"), Value::U32(vocab as u32));
 
-        if arch != "exaone" {
+        if arch == "gemma3" {
+            gemma3_checks(&f, n_layers, head_dim)?;
+            let window = f.usize(&["sliding_window"], limits::CONTEXT)?;
+            md.insert(key("attention.sliding_window"), Value::U32(window as u32));
+        } else if arch != "exaone" {
             if let Some(sliding) = sliding_layers(&f, n_layers)? {
                 let window = f.usize(&["sliding_window"], limits::CONTEXT)?;
                 md.insert(key("attention.sliding_window"), Value::U32(window as u32));
@@ -232,7 +249,7 @@ impl HfConfig {
             head_dim,
             n_experts,
             rope_freqs,
-            tie_word_embeddings: f.bool_or(&["tie_word_embeddings"], arch == "exaone")?,
+            tie_word_embeddings: f.bool_or(&["tie_word_embeddings"], arch == "exaone" || arch == "gemma3")?,
             bos_token_id: f.token_id("bos_token_id")?,
             eos_token_id: f.token_id("eos_token_id")?,
             pad_token_id: f.token_id("pad_token_id")?,
@@ -275,6 +292,58 @@ fn rope(f: &Fields, head_dim: usize, default_theta: f64) -> Result<(f64, Option<
         }
         other => Err(bad(format!("'{pk}': RoPE type '{other}' is not supported (default and llama3 are)"))),
     }
+}
+
+/// Gemma 3's RoPE: the global layers' base (`rope_parameters.full_attention.rope_theta`, or
+/// `rope_theta`); the sliding layers' base must be the 10 000 modu's gemma3 model uses.
+fn gemma3_rope(f: &Fields, _head_dim: usize) -> Result<(f64, Option<Vec<f32>>)> {
+    let (global, local) = match f.find(&["rope_parameters"]) {
+        Some((k, Json::Object(m))) if m.contains_key("full_attention") || m.contains_key("sliding_attention") => {
+            let theta = |lt: &str| -> Result<Option<f64>> {
+                let Some(p) = m.get(lt) else { return Ok(None) };
+                let p = p.as_object().ok_or_else(|| bad(format!("'{k}.{lt}' must be an object")))?;
+                let kind = p.get("rope_type").and_then(|v| v.as_str()).unwrap_or("default");
+                if kind != "default" {
+                    return Err(bad(format!("'{k}.{lt}': RoPE type '{kind}' is not supported for gemma3 (default is)")));
+                }
+                Fields { obj: p, outer: None }.f64_opt(&["rope_theta"])
+            };
+            (theta("full_attention")?, theta("sliding_attention")?)
+        }
+        _ => {
+            if let Some((k, v)) = f.find(&["rope_scaling"]) {
+                return Err(bad(format!("'{k}' = {v}: RoPE scaling is not supported for gemma3")));
+            }
+            (f.f64_opt(&["rope_theta"])?, f.f64_opt(&["rope_local_base_freq"])?)
+        }
+    };
+    let local = local.unwrap_or(10_000.0);
+    if local != crate::models::gemma3::LOCAL_ROPE_THETA as f64 {
+        return Err(bad(format!("sliding layers with RoPE base {local} are not supported (gemma3 uses 10000)")));
+    }
+    Ok((global.unwrap_or(1_000_000.0), None))
+}
+
+/// What modu's gemma3 model assumes: five sliding layers to one global, attention scaled by
+/// 1/sqrt(head_dim), no soft-capping.
+fn gemma3_checks(f: &Fields, n_layers: usize, head_dim: usize) -> Result<()> {
+    if let Some(sliding) = sliding_layers(f, n_layers)? {
+        let expected: Vec<bool> = (0..n_layers).map(|i| i % 6 < 5).collect();
+        if sliding != expected {
+            return Err(bad("gemma3 layer_types other than five sliding layers to one global are not supported"));
+        }
+    }
+    if let Some(s) = f.f64_opt(&["query_pre_attn_scalar"])? {
+        if s != head_dim as f64 {
+            return Err(bad(format!("query_pre_attn_scalar {s} differs from head_dim {head_dim}, which modu's gemma3 model assumes")));
+        }
+    }
+    for k in ["attn_logit_softcapping", "final_logit_softcapping"] {
+        if let Some((k, v)) = f.find(&[k]) {
+            return Err(bad(format!("'{k}' = {v}: soft-capping is not supported")));
+        }
+    }
+    Ok(())
 }
 
 /// llama.cpp's `rope_freqs` for llama3 scaling: the divisor of each inverse frequency (spec §2.0).

@@ -16,7 +16,7 @@ use crate::formats::checkpoint::Checkpoint;
 const ARCH: &str = "gemma3";
 /// Every sixth layer is global; the others see a sliding window.
 const SLIDING_PATTERN: usize = 6;
-const LOCAL_ROPE_THETA: f32 = 10_000.0;
+pub const LOCAL_ROPE_THETA: f32 = 10_000.0;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -52,7 +52,7 @@ impl Config {
         })
     }
 
-    fn is_sliding(&self, layer: usize) -> bool {
+    pub fn is_sliding(&self, layer: usize) -> bool {
         layer % SLIDING_PATTERN < SLIDING_PATTERN - 1
     }
 
