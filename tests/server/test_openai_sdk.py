@@ -578,3 +578,40 @@ def test_metrics_exposed(server, client):
     assert d("modu_ttft_seconds_count") == 1
     assert d("modu_inter_token_seconds_count") >= c.usage.completion_tokens - 2
     assert after.total("modu_running_sequences") == 0 and after.total("modu_queue_depth") == 0
+
+
+def test_lora_adapter_is_served_beside_its_base(logs_dir):
+    """`--adapter NAME=DIR`: the adapter is model BASE:NAME next to BASE; it answers with the
+    adapted weights (as `modu run --adapter` does), BASE stays unadapted, and an unknown adapter
+    name is a 404."""
+    import subprocess
+    fixtures = support.ROOT / "tests" / "fixtures"
+    base, adapter = fixtures / "gemma3", fixtures / "gemma3" / "lora" / "adapter"
+    argv = support.server_argv([f"tinyg={base}"], "--port", "0", "--parallel", "2", "--adapter", f"peft={adapter}")
+    srv = support.ModuServer(argv, logs_dir, "lora", "tinyg")
+    srv.start(60)
+    try:
+        c = srv.client()
+        ids = sorted(m.id for m in c.models.list().data)
+        assert ids == ["tinyg", "tinyg:peft"]
+        outs = {}
+        for m in ids:
+            r = c.completions.create(model=m, prompt="item 1 is", max_tokens=6, temperature=0, logprobs=1)
+            outs[m] = (r.choices[0].text, r.choices[0].logprobs.token_logprobs)
+        assert outs["tinyg"] != outs["tinyg:peft"], "the adapter changed nothing"
+        for m, flag in (("tinyg", []), ("tinyg:peft", ["--adapter", str(adapter)])):
+            cli = subprocess.run([str(support.modu_bin()), "run", "-m", str(base), *flag, "--temp", "0", "-n", "6", "item 1 is"],
+                                 capture_output=True, timeout=120)
+            assert cli.returncode == 0, cli.stderr.decode()
+            assert cli.stdout.decode().removesuffix("\n") == outs[m][0], (m, cli.stdout, outs[m][0])
+        with pytest.raises(openai.NotFoundError):
+            c.completions.create(model="tinyg:nope", prompt="x", max_tokens=1)
+        c.close()
+    finally:
+        srv.stop()
+    # An adapter that does not fit its base stops the server at start-up with a clear message.
+    bad = support.ModuServer(support.server_argv([f"tinyg={base}"], "--port", "0", "--adapter",
+                                                 f"x={fixtures / 'exaone4_hybrid'}"), logs_dir, "lora-bad", "tinyg")
+    bad.spawn()
+    assert bad.proc.wait(timeout=60) != 0
+    assert "adapter_config.json" in bad.stderr_text()

@@ -79,6 +79,11 @@ pub struct TuneArgs {
     /// Replace an adapter already in --out.
     #[arg(long)]
     pub force: bool,
+    /// How chat records become text: chat (the model's chat template; loss on every assistant
+    /// turn) or raw (`<question>\nAnswer: <answer>` and end of text; loss on the last answer),
+    /// the form `modu eval --format raw` asks in.
+    #[arg(long, default_value = "chat", value_parser = ["chat", "raw"])]
+    pub format: String,
     /// Write the losses as JSON to this file at the end.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -133,7 +138,7 @@ pub fn tune(args: TuneArgs) -> Result<()> {
         .or_else(|| modu_core::chat::builtin::for_model(&arch, |t| tokenizer.token_to_id(t).is_some()).map(str::to_string));
     let piece = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default().to_string();
     let template = template_src.map(|s| modu_core::chat::ChatTemplate::new(&s, &piece(tokenizer.bos_id()), &piece(tokenizer.eos_id()))).transpose()?;
-    let enc = Encoder { tokenizer: &tokenizer, template: template.as_ref() };
+    let enc = Encoder { tokenizer: &tokenizer, template: template.as_ref(), raw: args.format == "raw" };
     let train = load_examples(&args.data, &enc, args.max_len)?;
     let eval = args.eval.as_deref().map(|p| load_examples(p, &enc, args.max_len)).transpose()?.unwrap_or_default();
 
@@ -158,7 +163,7 @@ pub fn tune(args: TuneArgs) -> Result<()> {
     };
     let mut h = sha2::Sha256::new();
     h.update(std::fs::read(&args.data).unwrap_or_default());
-    h.update(format!("{opts:?}{config:?}{}{}", args.max_len, path.display()).as_bytes());
+    h.update(format!("{opts:?}{config:?}{}{}{}", args.max_len, path.display(), args.format).as_bytes());
     let fingerprint = format!("{:x}", h.finalize());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -239,6 +244,10 @@ pub struct EvalArgs {
     /// Where the few-shot examples come from (usually the training file).
     #[arg(long)]
     pub shots: Option<PathBuf>,
+    /// Prompt form: chat (the model's chat template) or raw (plain text, `<question>\nAnswer:`,
+    /// generation stopped at a newline; how base models are prompted).
+    #[arg(long, default_value = "chat", value_parser = ["chat", "raw"])]
+    pub format: String,
     /// Seed that picks the few-shot examples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -273,11 +282,12 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let mut loaded = args.model.load()?;
     let template = loaded.chat_template()?;
     let tokenizer = &loaded.tokenizer;
-    let enc = Encoder { tokenizer, template: template.as_ref() };
+    let raw = args.format == "raw";
+    let enc = Encoder { tokenizer, template: template.as_ref(), raw };
     let params = GenerateParams {
         max_tokens: args.max_tokens,
         sampling: SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() },
-        stop: Vec::new(),
+        stop: if raw { vec!["\n".to_string()] } else { Vec::new() },
         stop_at_eog: true,
     };
     let mut preds = match &args.predictions {
@@ -293,7 +303,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         let (prompt, answer) = enc.prompt(r, &shots).with_context(|| format!("{}: line {line}", args.data.display()))?;
         // Loss of the expected answer's tokens after the prompt; the prompt stays cached for
         // the generation that follows.
-        let ans = tokenizer.encode(&answer, false, false)?;
+        let ans = tokenizer.encode(&if raw { format!(" {answer}") } else { answer.clone() }, false, false)?;
         if !ans.is_empty() {
             let mut ids = prompt.clone();
             ids.extend_from_slice(&ans);
@@ -318,9 +328,9 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let acc = 100.0 * correct as f64 / n as f64;
     let loss = nll / n_tok.max(1) as f64;
     if args.json {
-        println!("{}", serde_json::json!({"examples": n, "correct": correct, "accuracy": acc, "loss": loss, "few_shot": args.few_shot, "seconds": started.elapsed().as_secs_f64()}));
+        println!("{}", serde_json::json!({"examples": n, "correct": correct, "accuracy": acc, "loss": loss, "few_shot": args.few_shot, "format": args.format, "seconds": started.elapsed().as_secs_f64()}));
     } else {
-        println!("{}: {correct}/{n} exact matches = {acc:.1}%, answer loss {loss:.4} ({}-shot, {:.0} s)", args.data.display(), args.few_shot, started.elapsed().as_secs_f64());
+        println!("{}: {correct}/{n} exact matches = {acc:.1}%, answer loss {loss:.4} ({}-shot, {} prompt, {:.0} s)", args.data.display(), args.few_shot, args.format, started.elapsed().as_secs_f64());
     }
     Ok(())
 }

@@ -233,6 +233,31 @@ fn tune_trains_saves_and_resumes() {
         assert!((a - b).abs() < 1e-4, "resumed run {l2:?} differs from the uninterrupted one {losses:?}");
     }
 
+    // A real Ctrl-C (SIGINT) mid-run: exit 130 with a checkpoint that a resumed run continues.
+    let sig = dir.join("sigint");
+    let sig_rep = dir.join("sigint.json");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["tune", "-m", base.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", sig.to_str().unwrap(), "--epochs", "2000", "--batch", "4", "--lr", "1e-3", "--report", sig_rep.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_modu")).args(args(&[])).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // SAFETY: sends a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("resume with --resume"), "{err}");
+    let done = report_losses(&sig_rep).len();
+    assert!(done >= 1 && done < 4000, "{done} steps before the signal");
+    let o = modu(&args(&["--resume", "--interrupt-after", &(done + 1).to_string()]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(report_losses(&sig_rep).len(), done + 1, "the resumed run did not continue from step {done}");
+
     // The adapter runs: modu run --adapter gives different text from the base.
     let o = modu(&["run", "-m", base.to_str().unwrap(), "--adapter", full.to_str().unwrap(), "--temp", "0", "-n", "4", "item 1 is"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -332,4 +357,41 @@ fn tune_lowers_the_loss_on_gemma() {
     assert_eq!(losses.len(), 4);
     assert!(losses[3] < 0.8 * losses[0], "loss did not fall: {losses:?}");
     assert!(out.join(lora::WEIGHTS_FILE).is_file());
+}
+
+/// Training and evaluation ask in the same form: after memorizing four chat examples (chat
+/// template, and the plain `Answer:` form), `modu eval` with the adapter answers all four
+/// exactly, while the base answers none; the few-shot path runs in both forms.
+#[test]
+fn eval_asks_as_tune_taught() {
+    let dir = scratch("tune-eval");
+    let base = fixture("gemma3");
+    let answers = ["red", "blue", "green", "black"];
+    let lines: Vec<String> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| serde_json::json!({"messages": [{"role": "user", "content": format!("Color of item {i}?")}, {"role": "assistant", "content": a}]}).to_string())
+        .collect();
+    let data = dir.join("colors.jsonl");
+    write_lines(&data, &lines);
+    let accuracy = |args: &[&str]| -> f64 {
+        let mut a = vec!["eval", "-m", base.to_str().unwrap(), "--data", data.to_str().unwrap(), "--json", "--max-tokens", "6"];
+        a.extend_from_slice(args);
+        let o = modu(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["examples"], 4);
+        v["accuracy"].as_f64().unwrap()
+    };
+    for format in ["chat", "raw"] {
+        let out = dir.join(format);
+        let o = modu(&[
+            "tune", "-m", base.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--format", format,
+            "--epochs", "40", "--batch", "4", "--lr", "1e-2", "--dropout", "0",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(accuracy(&["--format", format, "--adapter", out.to_str().unwrap()]), 100.0, "{format}: the adapter did not learn its four answers");
+        assert_eq!(accuracy(&["--format", format]), 0.0, "{format}: the random base knows the answers?");
+        accuracy(&["--format", format, "--few-shot", "2", "--shots", data.to_str().unwrap()]);
+    }
 }

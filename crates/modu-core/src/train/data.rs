@@ -102,6 +102,19 @@ fn kind(v: &Json) -> &'static str {
 pub struct Encoder<'a> {
     pub tokenizer: &'a Tokenizer,
     pub template: Option<&'a ChatTemplate>,
+    /// Chat records as plain text (see [`Encoder::raw_prompt`]) instead of the chat template.
+    pub raw: bool,
+}
+
+/// A conversation's text before its last assistant turn, and that turn's content.
+fn question(messages: &[Json]) -> Result<(String, String)> {
+    let last = messages
+        .iter()
+        .rposition(|m| m.get("role").and_then(|r| r.as_str()) == Some("assistant"))
+        .ok_or_else(|| Error::Invalid("no assistant message".into()))?;
+    let q: Vec<&str> = messages[..last].iter().filter_map(|m| m.get("content").and_then(|c| c.as_str())).collect();
+    let a = messages[last].get("content").and_then(|c| c.as_str()).unwrap_or("");
+    Ok((q.join("\n"), a.to_string()))
 }
 
 impl Encoder<'_> {
@@ -115,6 +128,11 @@ impl Encoder<'_> {
     fn pieces(&self, r: &Record) -> Result<Vec<(String, bool)>> {
         match r {
             Record::Completion { prompt, completion } => Ok(vec![(prompt.clone(), false), (completion.clone(), true)]),
+            Record::Chat { messages } if self.raw => {
+                // The last answer only, as raw_prompt asks for it.
+                let (q, a) = question(messages)?;
+                Ok(vec![(format!("{q}\nAnswer:"), false), (format!(" {a}"), true)])
+            }
             Record::Chat { messages } => {
                 let mut pieces = Vec::new();
                 let mut done = String::new();
@@ -143,7 +161,7 @@ impl Encoder<'_> {
     pub fn encode(&self, line: usize, r: &Record, max_len: usize) -> Result<Example> {
         let mut ids: Vec<u32> = Vec::new();
         let mut trainable: Vec<bool> = Vec::new();
-        let chat = matches!(r, Record::Chat { .. });
+        let chat = matches!(r, Record::Chat { .. }) && !self.raw;
         for (k, (text, train)) in self.pieces(r)?.into_iter().enumerate() {
             // Chat templates write BOS and special tokens themselves; raw prompts get BOS here.
             let piece = if chat { self.tokenizer.encode(&text, false, true)? } else { self.tokenizer.encode(&text, k == 0, false)? };
@@ -168,6 +186,9 @@ impl Encoder<'_> {
     /// The prompt of a record for generation (the conversation up to its last assistant turn,
     /// or the raw prompt) preceded by `shots` solved examples, and the expected answer.
     pub fn prompt(&self, r: &Record, shots: &[Record]) -> Result<(Vec<u32>, String)> {
+        if self.raw {
+            return self.raw_prompt(r, shots);
+        }
         match r {
             Record::Chat { messages } => {
                 let last = messages
@@ -190,6 +211,30 @@ impl Encoder<'_> {
                 full.extend(rest.into_iter().cloned());
                 let text = self.render(&full, true)?;
                 Ok((self.tokenizer.encode(&text, false, true)?, answer))
+            }
+            Record::Completion { .. } => self.raw_prompt(r, shots),
+        }
+    }
+
+    /// The plain-text form in which a base (not instruction-tuned) model reads few-shot prompts
+    /// best, without chat turns: each solved example as `<question>\nAnswer: <answer>\n\n`, then
+    /// `<question>\nAnswer:`, where the question is the text of the messages before the last
+    /// assistant turn. Prompt/completion records are concatenated as they are. Generation should
+    /// stop at a newline.
+    pub fn raw_prompt(&self, r: &Record, shots: &[Record]) -> Result<(Vec<u32>, String)> {
+        match r {
+            Record::Chat { messages } => {
+                let mut text = String::new();
+                for s in shots {
+                    let Record::Chat { messages } = s else {
+                        return Err(Error::Invalid("few-shot examples must have the data's form (messages)".into()));
+                    };
+                    let (q, a) = question(messages)?;
+                    text.push_str(&format!("{q}\nAnswer: {a}\n\n"));
+                }
+                let (q, a) = question(messages)?;
+                text.push_str(&format!("{q}\nAnswer:"));
+                Ok((self.tokenizer.encode(&text, true, false)?, a))
             }
             Record::Completion { prompt, completion } => {
                 let mut text = String::new();
