@@ -395,3 +395,22 @@ fn eval_asks_as_tune_taught() {
         accuracy(&["--format", format, "--few-shot", "2", "--shots", data.to_str().unwrap()]);
     }
 }
+
+/// The training forward (differentiable ops only) reproduces transformers' logits for every
+/// fixture architecture it supports, EXAONE 3.x and the EXAONE 4.5 text tower included.
+#[test]
+fn training_forward_matches_transformers_on_every_fixture() {
+    for name in ["exaone", "exaone4_dense", "exaone4_hybrid", "exaone4_5", "gemma3"] {
+        let dir = fixture(name);
+        let r = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+        let ids: Vec<u32> = r["input_ids"].flatten_all().unwrap().to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect();
+        let base = HfCheckpoint::open(&dir).unwrap();
+        let model = TrainModel::from_checkpoint(&base, &Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let d = max_diff(&model.logits(&ids, None).unwrap(), &r["logits"]);
+        assert!(d < TOL, "{name}: training forward differs from transformers by {d}");
+    }
+    // An architecture it cannot train is refused by name.
+    let moe = HfCheckpoint::open(&fixture("exaone_moe")).unwrap();
+    let e = TrainModel::from_checkpoint(&moe, &Device::Cpu).err().expect("exaone-moe has no training forward").to_string();
+    assert!(e.contains("LoRA training supports") && e.contains("exaone-moe"), "{e}");
+}
