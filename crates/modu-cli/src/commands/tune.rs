@@ -108,6 +108,10 @@ fn load_examples(path: &Path, enc: &Encoder, max_len: usize) -> Result<Vec<Examp
 }
 
 pub fn tune(args: TuneArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.model.adapter.is_none(),
+        "tune trains a new adapter and does not start from --adapter; continue a stopped run with --resume, or merge the adapter first (modu merge)"
+    );
     anyhow::ensure!(args.epochs >= 1, "--epochs must be at least 1");
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     anyhow::ensure!(args.max_len >= 2, "--max-len must be at least 2");

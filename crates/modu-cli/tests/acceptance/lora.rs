@@ -293,6 +293,7 @@ fn tune_refuses_bad_input_and_writes_nothing() {
         (vec!["--data".into(), good.display().to_string(), "--rank".into(), "0".into()], "rank must be between 1"),
         (vec!["--data".into(), good.display().to_string(), "--alpha".into(), "NaN".into()], "alpha must be a positive finite number"),
         (vec!["--data".into(), good.display().to_string(), "--targets".into(), "q_proj,wizard".into()], "unknown LoRA target 'wizard'"),
+        (vec!["--data".into(), good.display().to_string(), "--adapter".into(), adapter_dir("gemma3").display().to_string()], "does not start from --adapter"),
     ];
     for (i, (extra, want)) in cases.iter().enumerate() {
         let out = dir.join(format!("out{i}"));
