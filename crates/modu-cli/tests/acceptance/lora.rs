@@ -69,7 +69,6 @@ fn lora_gradients_and_adamw_step_match_peft() {
         let base = HfCheckpoint::open(&fixture(name)).unwrap();
         let model = TrainModel::from_checkpoint(&base, &Device::Cpu).unwrap();
         let adapter = Adapter::load(&adapter_dir(name), &base, &Device::Cpu).unwrap();
-        model.check_adapter(&adapter).unwrap();
         assert_eq!(adapter.pairs.len(), 7 * model.spec.layers.len(), "{name}: every projection of every layer is adapted");
 
         // Logits of the adapted model (training forward).

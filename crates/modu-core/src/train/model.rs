@@ -52,6 +52,27 @@ pub struct Spec {
     pub context_length: usize,
 }
 
+/// A [`Spec`] from an inference config; the three configs name their sizes alike.
+macro_rules! spec {
+    ($c:expr, $arch:expr, $embed_scale:expr, $placement:expr, $act:expr, $layers:expr) => {
+        Spec {
+            architecture: $arch,
+            hidden: $c.hidden_size,
+            ffn: $c.intermediate_size,
+            n_heads: $c.n_heads,
+            n_kv_heads: $c.n_kv_heads,
+            head_dim: $c.head_dim,
+            vocab: $c.vocab_size,
+            rms_eps: $c.rms_eps,
+            embed_scale: $embed_scale,
+            placement: $placement,
+            act: $act,
+            layers: $layers,
+            context_length: $c.context_length,
+        }
+    };
+}
+
 impl Spec {
     pub fn from_checkpoint(g: &dyn Checkpoint, device: &Device) -> Result<Self> {
         let arch = g.architecture()?;
@@ -68,21 +89,7 @@ impl Spec {
                         Ok((Some(inv(c.head_dim, theta, None)?), sliding.then_some(c.sliding_window)))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Self {
-                    architecture: arch,
-                    hidden: c.hidden_size,
-                    ffn: c.intermediate_size,
-                    n_heads: c.n_heads,
-                    n_kv_heads: c.n_kv_heads,
-                    head_dim: c.head_dim,
-                    vocab: c.vocab_size,
-                    rms_eps: c.rms_eps,
-                    embed_scale: Some((c.hidden_size as f64).sqrt()),
-                    placement: NormPlacement::Sandwich,
-                    act: Act::GeluTanh,
-                    layers,
-                    context_length: c.context_length,
-                })
+                Ok(spec!(c, arch, Some((c.hidden_size as f64).sqrt()), NormPlacement::Sandwich, Act::GeluTanh, layers))
             }
             "exaone4" => {
                 let c = exaone4::Config::from_checkpoint(g, device)?;
@@ -92,21 +99,7 @@ impl Spec {
                         Ok((rope, c.window(i)))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Ok(Self {
-                    architecture: arch,
-                    hidden: c.hidden_size,
-                    ffn: c.intermediate_size,
-                    n_heads: c.n_heads,
-                    n_kv_heads: c.n_kv_heads,
-                    head_dim: c.head_dim,
-                    vocab: c.vocab_size,
-                    rms_eps: c.rms_eps,
-                    embed_scale: None,
-                    placement: NormPlacement::Post,
-                    act: Act::Silu,
-                    layers,
-                    context_length: c.context_length,
-                })
+                Ok(spec!(c, arch, None, NormPlacement::Post, Act::Silu, layers))
             }
             "exaone" | "qwen3" => {
                 let mut c = llama::Config::from_checkpoint(g, &arch, RopeStyle::Neox, device)?;
@@ -114,21 +107,7 @@ impl Spec {
                     c.rope_theta = 500_000.0;
                 }
                 let rope = inv(c.head_dim, c.rope_theta, c.rope_freq_divisors.as_deref())?;
-                Ok(Self {
-                    architecture: arch,
-                    hidden: c.hidden_size,
-                    ffn: c.intermediate_size,
-                    n_heads: c.n_heads,
-                    n_kv_heads: c.n_kv_heads,
-                    head_dim: c.head_dim,
-                    vocab: c.vocab_size,
-                    rms_eps: c.rms_eps,
-                    embed_scale: None,
-                    placement: NormPlacement::Pre,
-                    act: Act::Silu,
-                    layers: vec![(Some(rope), None); c.n_layers],
-                    context_length: c.context_length,
-                })
+                Ok(spec!(c, arch, None, NormPlacement::Pre, Act::Silu, vec![(Some(rope), None); c.n_layers]))
             }
             other => Err(Error::Invalid(format!(
                 "LoRA training supports {}; this model is '{other}'",
@@ -274,33 +253,6 @@ impl TrainModel {
 
     pub fn device(&self) -> &Device {
         &self.device
-    }
-
-    /// Checks an adapter's projections against this model's weights.
-    pub fn check_adapter(&self, adapter: &Adapter) -> Result<()> {
-        if adapter.architecture != self.spec.architecture {
-            return Err(Error::Invalid(format!(
-                "the adapter is for '{}', the model is '{}'",
-                adapter.architecture, self.spec.architecture
-            )));
-        }
-        for (name, pair) in &adapter.pairs {
-            let proj = self
-                .layers
-                .iter()
-                .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
-                .find(|p| &p.name == name)
-                .ok_or_else(|| Error::Invalid(format!("the adapter adapts '{name}', which the model does not have")))?;
-            let (out, inp) = proj.w.dims2()?;
-            if pair.a.dims() != [pair.a.dim(0)?, inp] || pair.b.dims() != [out, pair.a.dim(0)?] {
-                return Err(Error::Invalid(format!(
-                    "'{name}': adapter shapes A {:?}, B {:?} do not fit the weight [{out}, {inp}]",
-                    pair.a.dims(),
-                    pair.b.dims()
-                )));
-            }
-        }
-        Ok(())
     }
 
     fn project(&self, x: &Tensor, p: &Proj, adapter: Option<&Adapter>, dropout: &mut Option<Dropout>) -> Result<Tensor> {
