@@ -326,9 +326,9 @@ impl Adapter {
                 return Err(bad(dir, format!("was trained on a '{a}' model; the base model is '{arch}'")));
             }
         }
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(&w_path, format!("invalid safetensors file: {e}")))?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| bad(&w_path, format!("invalid safetensors file: {e}")))?;
         let mut halves: BTreeMap<String, (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
-        for (name, view) in st.tensors() {
+        for (name, t) in tensors {
             let (module, half) = if let Some(m) = name.strip_suffix(".lora_A.weight") {
                 (m, 0)
             } else if let Some(m) = name.strip_suffix(".lora_B.weight") {
@@ -339,7 +339,7 @@ impl Adapter {
             let module = module.strip_suffix(".default").unwrap_or(module);
             let gguf = gguf_projection(module)
                 .ok_or_else(|| bad(&w_path, format!("'{name}' names a module this model does not have")))?;
-            let t = st_tensor(&view, &name, &w_path)?.to_device(device)?;
+            let t = lora_matrix(t, &name, &w_path)?.to_device(device)?;
             let e = halves.entry(gguf).or_default();
             if half == 0 {
                 e.0 = Some(t)
@@ -376,32 +376,18 @@ impl Adapter {
     }
 }
 
-fn st_tensor(view: &safetensors::tensor::TensorView, name: &str, path: &Path) -> Result<Tensor> {
-    let shape = view.shape().to_vec();
-    let data = view.data();
-    let t = match view.dtype() {
-        safetensors::Dtype::F32 => {
-            let v: Vec<f32> = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            Tensor::from_vec(v, shape, &Device::Cpu)?
-        }
-        safetensors::Dtype::F16 => {
-            let v: Vec<f32> = data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
-            Tensor::from_vec(v, shape, &Device::Cpu)?
-        }
-        safetensors::Dtype::BF16 => {
-            let v: Vec<f32> = data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
-            Tensor::from_vec(v, shape, &Device::Cpu)?
-        }
-        other => {
-            return Err(Error::BadPath { path: path.to_path_buf(), reason: format!("tensor '{name}' has dtype {other:?}; LoRA tensors must be f32, f16 or bf16") })
-        }
-    };
-    if t.rank() != 2 {
-        return Err(Error::BadPath { path: path.to_path_buf(), reason: format!("tensor '{name}' has shape {:?}; LoRA tensors are matrices", t.dims()) });
+/// A LoRA matrix of the file in f32: stored as f32, f16 or bf16, two-dimensional, finite.
+fn lora_matrix(t: Tensor, name: &str, path: &Path) -> Result<Tensor> {
+    let bad = |reason: String| Error::BadPath { path: path.to_path_buf(), reason };
+    if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+        return Err(bad(format!("tensor '{name}' has dtype {:?}; LoRA tensors must be f32, f16 or bf16", t.dtype())));
     }
-    let v = t.flatten_all()?.to_vec1::<f32>()?;
-    if v.iter().any(|x| !x.is_finite()) {
-        return Err(Error::BadPath { path: path.to_path_buf(), reason: format!("tensor '{name}' holds NaN or infinite values") });
+    if t.rank() != 2 {
+        return Err(bad(format!("tensor '{name}' has shape {:?}; LoRA tensors are matrices", t.dims())));
+    }
+    let t = t.to_dtype(DType::F32)?;
+    if t.flatten_all()?.to_vec1::<f32>()?.iter().any(|x| !x.is_finite()) {
+        return Err(bad(format!("tensor '{name}' holds NaN or infinite values")));
     }
     Ok(t)
 }
