@@ -28,10 +28,22 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     pub fn chat_template(&self) -> Result<Option<ChatTemplate>> {
-        let Some(src) = &self.chat_template_source else { return Ok(None) };
-        let piece = |id: Option<u32>| id.map(|i| self.tokenizer.token_text(i).unwrap_or_default().to_string()).unwrap_or_default();
-        Ok(Some(ChatTemplate::new(src, &piece(self.tokenizer.bos_id()), &piece(self.tokenizer.eos_id()))?))
+        self.chat_template_source.as_deref().map(|src| compile_chat_template(&self.tokenizer, src)).transpose()
     }
+}
+
+/// The chat template the model's files carry, or modu's built-in one for its architecture.
+pub fn chat_template_source(tokenizer: &Tokenizer, architecture: &str) -> Option<String> {
+    tokenizer
+        .chat_template()
+        .map(str::to_string)
+        .or_else(|| builtin::for_model(architecture, |t| tokenizer.token_to_id(t).is_some()).map(str::to_string))
+}
+
+/// Compiles a chat template with the model's BOS and EOS token texts.
+pub fn compile_chat_template(tokenizer: &Tokenizer, source: &str) -> Result<ChatTemplate> {
+    let piece = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default().to_string();
+    ChatTemplate::new(source, &piece(tokenizer.bos_id()), &piece(tokenizer.eos_id()))
 }
 
 /// Opens a model for reading: an HF directory (config.json + safetensors), a GGUF file, or a
@@ -69,10 +81,7 @@ pub fn load_adapted(path: &Path, adapter: Option<&Path>, device: &Device, opts: 
     }
     let tokenizer = Tokenizer::from_checkpoint(ckpt)?;
     let model = models::from_checkpoint(ckpt, device, opts)?;
-    let chat_template_source = tokenizer
-        .chat_template()
-        .map(str::to_string)
-        .or_else(|| builtin::for_model(&architecture, |t| tokenizer.token_to_id(t).is_some()).map(str::to_string));
+    let chat_template_source = chat_template_source(&tokenizer, &architecture);
     let file_bytes = if path.is_dir() {
         std::fs::read_dir(&path)
             .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors")).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())

@@ -15,6 +15,7 @@ use modu_core::train::model::TrainModel;
 use modu_core::train::trainer::{self, Event, Run, TrainOptions};
 use sha2::Digest;
 
+use super::convert::GgufOut;
 use crate::options::{setup_threads, ModelArgs};
 
 #[derive(Args, Debug)]
@@ -136,12 +137,9 @@ pub fn tune(args: TuneArgs) -> Result<()> {
     let config = LoraConfig { r: args.rank, alpha: args.alpha, dropout: args.dropout, use_rslora: false, targets };
     config.validate()?;
     let tokenizer = modu_core::tokenizer::Tokenizer::from_checkpoint(ckpt.as_ref())?;
-    let template_src = tokenizer
-        .chat_template()
-        .map(str::to_string)
-        .or_else(|| modu_core::chat::builtin::for_model(&arch, |t| tokenizer.token_to_id(t).is_some()).map(str::to_string));
-    let piece = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default().to_string();
-    let template = template_src.map(|s| modu_core::chat::ChatTemplate::new(&s, &piece(tokenizer.bos_id()), &piece(tokenizer.eos_id()))).transpose()?;
+    let template = modu_core::loader::chat_template_source(&tokenizer, &arch)
+        .map(|src| modu_core::loader::compile_chat_template(&tokenizer, &src))
+        .transpose()?;
     let enc = Encoder { tokenizer: &tokenizer, template: template.as_ref(), raw: args.format == "raw" };
     let train = load_examples(&args.data, &enc, args.max_len)?;
     let eval = args.eval.as_deref().map(|p| load_examples(p, &enc, args.max_len)).transpose()?.unwrap_or_default();
@@ -349,28 +347,17 @@ fn log_prob(logits: &[f32], token: u32) -> f64 {
 pub struct MergeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Output GGUF file.
-    #[arg(long, short)]
-    pub out: PathBuf,
-    /// Tensor type: f32, f16, q8_0 or q4_k.
-    #[arg(long = "type", default_value = "f16")]
-    pub out_type: String,
-    /// Replace the output file if it exists.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub output: GgufOut,
 }
 
 pub fn merge(args: MergeArgs) -> Result<()> {
     let adapter_dir = args.model.adapter.clone().ok_or_else(|| anyhow::anyhow!("merge needs --adapter DIR"))?;
-    let ty = modu_core::convert::OutType::parse(&args.out_type)?;
-    if args.out.exists() && !args.force {
-        anyhow::bail!("{} exists; pass --force to replace it", args.out.display());
-    }
+    let ty = args.output.check()?;
     let path = args.model.resolve()?;
     let (base, _) = modu_core::loader::open_checkpoint(&path)?;
     let adapter = Adapter::load(&adapter_dir, base.as_ref(), &candle_core::Device::Cpu)?;
     let merged = lora::Merged::new(base.as_ref(), &adapter)?;
-    let report = modu_core::convert::convert(&merged, &args.out, ty, |_, _, _| {}).with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("wrote {} ({} tensors, {} adapted, {:?})", args.out.display(), report.tensors, adapter.pairs.len(), ty);
-    Ok(())
+    eprintln!("{} projections adapted by {}", adapter.pairs.len(), adapter_dir.display());
+    args.output.write(&merged, ty)
 }
