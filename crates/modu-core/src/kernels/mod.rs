@@ -205,31 +205,49 @@ const COLS_PER_ITEM: usize = 16;
 fn matmul<K: Kernel>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
     let a = act::quantize_rows(x, m, k, K::ACT_BLOCK);
     let rb = k / K::BLOCK * K::BYTES;
-    let out_ptr = out.as_mut_ptr() as usize;
+    let out = Out { ptr: out.as_mut_ptr(), n };
     let items = n.div_ceil(COLS_PER_ITEM);
     let run = |range: std::ops::Range<usize>| {
         for item in range {
-            let c0 = item * COLS_PER_ITEM;
-            let c1 = n.min(c0 + COLS_PER_ITEM);
-            // SAFETY: each (row, column) of `out` is written by exactly one work item.
-            let put = |r: usize, c: usize, v: f32| unsafe { *(out_ptr as *mut f32).add(r * n + c) = v };
-            let wrow = |c: usize| &w[c * rb..(c + 1) * rb];
+            let cols = item * COLS_PER_ITEM..n.min((item + 1) * COLS_PER_ITEM);
             if !simd {
                 for r in 0..m {
-                    for c in c0..c1 {
-                        put(r, c, K::dot_scalar(wrow(c), &a, r));
+                    for c in cols.clone() {
+                        // SAFETY: each (row, column) of `out` is written by exactly one work item.
+                        unsafe { out.put(r, c, K::dot_scalar(&w[c * rb..(c + 1) * rb], &a, r)) };
                     }
                 }
                 continue;
             }
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `simd` is true only when the CPU has AVX2, FMA and F16C.
+            // SAFETY: `simd` is true only when the CPU has AVX2, FMA and F16C; the columns of
+            // this item are written by it alone.
             unsafe {
-                columns_avx2::<K>(&a, m, c0, c1, &wrow, &put)
+                columns_avx2::<K>(&a, m, cols, w, rb, out)
             };
         }
     };
     spread(items, n * k * m, run);
+}
+
+/// The output matrix [m, n], shared by the work items: each writes its own columns.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    n: usize,
+}
+
+// SAFETY: work items write disjoint elements (see `put`).
+unsafe impl Sync for Out {}
+unsafe impl Send for Out {}
+
+impl Out {
+    /// # Safety
+    /// `r < m`, `c < n`, and no other thread writes element (r, c).
+    #[inline(always)]
+    unsafe fn put(self, r: usize, c: usize, v: f32) {
+        unsafe { *self.ptr.add(r * self.n + c) = v }
+    }
 }
 
 /// Runs `f(range)` over work items on the pool when the product is big enough to share.
@@ -294,44 +312,40 @@ fn matmul_q8x4(p: &q8_0::Packed, n: usize, k: usize, x: &[f32], m: usize, out: &
     });
 }
 
-/// All activation rows against weight rows c0..c1, one column at a time in tiles of up to four
-/// rows: the unpacked weight block stays in registers for every row of the tile.
+/// All activation rows against weight rows `cols`, one column at a time in tiles of up to
+/// eight rows: each weight block is unpacked once for every row of the tile.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `w` holds whole rows of `rb` bytes for every column in `cols`; no other
+/// thread writes these columns of `out`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn columns_avx2<'w, K: Kernel>(
-    a: &QuantizedRows,
-    m: usize,
-    c0: usize,
-    c1: usize,
-    wrow: &dyn Fn(usize) -> &'w [u8],
-    put: &dyn Fn(usize, usize, f32),
-) {
-    unsafe fn rows_tile<'w, K: Kernel, const R: usize>(
-        a: &QuantizedRows,
-        r0: usize,
-        c0: usize,
-        c1: usize,
-        wrow: &dyn Fn(usize) -> &'w [u8],
-        put: &dyn Fn(usize, usize, f32),
-    ) {
+unsafe fn columns_avx2<K: Kernel>(a: &QuantizedRows, m: usize, cols: std::ops::Range<usize>, w: &[u8], rb: usize, out: Out) {
+    unsafe fn rows_tile<K: Kernel, const R: usize>(a: &QuantizedRows, r0: usize, cols: std::ops::Range<usize>, w: &[u8], rb: usize, out: Out) {
         let rows: [usize; R] = std::array::from_fn(|i| r0 + i);
-        for c in c0..c1 {
+        for c in cols {
             let mut o = [0f32; R];
-            unsafe { K::tile_avx2::<R>(wrow(c), a, rows, &mut o) };
-            for (i, &v) in o.iter().enumerate() {
-                put(r0 + i, c, v);
+            unsafe {
+                K::tile_avx2::<R>(&w[c * rb..(c + 1) * rb], a, rows, &mut o);
+                for (i, &v) in o.iter().enumerate() {
+                    out.put(r0 + i, c, v);
+                }
             }
         }
     }
     let mut r = 0;
     unsafe {
-        while r + 4 <= m {
-            rows_tile::<K, 4>(a, r, c0, c1, wrow, put);
-            r += 4;
+        while r + 8 <= m {
+            rows_tile::<K, 8>(a, r, cols.clone(), w, rb, out);
+            r += 8;
         }
         match m - r {
-            3 => rows_tile::<K, 3>(a, r, c0, c1, wrow, put),
-            2 => rows_tile::<K, 2>(a, r, c0, c1, wrow, put),
-            1 => rows_tile::<K, 1>(a, r, c0, c1, wrow, put),
+            7 => rows_tile::<K, 7>(a, r, cols, w, rb, out),
+            6 => rows_tile::<K, 6>(a, r, cols, w, rb, out),
+            5 => rows_tile::<K, 5>(a, r, cols, w, rb, out),
+            4 => rows_tile::<K, 4>(a, r, cols, w, rb, out),
+            3 => rows_tile::<K, 3>(a, r, cols, w, rb, out),
+            2 => rows_tile::<K, 2>(a, r, cols, w, rb, out),
+            1 => rows_tile::<K, 1>(a, r, cols, w, rb, out),
             _ => {}
         }
     }
@@ -389,7 +403,7 @@ mod tests {
         for dtype in TYPES {
             for (n, k) in [(1, 256), (7, 256), (37, 512), (16, 768)] {
                 let (qm, wf) = quantized(dtype, n, k, n as u64 * 31 + k as u64);
-                for m in [1, 2, 3, 4, 5, 9] {
+                for m in [1, 2, 3, 4, 5, 6, 7, 8, 9, 17] {
                     let x = random(m * k, 99 + m as u64);
                     let a = act::quantize_rows(&x, m, k, if dtype == GgmlDType::Q8_0 { 32 } else { 256 });
                     let xq: Vec<f64> = (0..m * k).map(|i| a.qs[i] as f64 * a.d[i / a.block] as f64).collect();

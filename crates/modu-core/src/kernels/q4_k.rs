@@ -75,7 +75,30 @@ impl Kernel for Q4K {
     }
 }
 
-/// The unpacked nibbles of a super-block are shared by all R rows.
+/// The six-bit scales and minimums of a super-block as sixteen bytes: scales in 0..8, minimums
+/// in 8..16 (the same values as [`scale_min`], unpacked with four 32-bit operations).
+#[inline(always)]
+fn unpack_scales(packed: &[u8]) -> [u8; 16] {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let w = |i: usize| u32::from_le_bytes([packed[4 * i], packed[4 * i + 1], packed[4 * i + 2], packed[4 * i + 3]]);
+    let (u0, u1, u2) = (w(0), w(1), w(2));
+    let out = [
+        u0 & K1,
+        (u2 & K2) | (((u0 >> 6) & K3) << 4),
+        u1 & K1,
+        ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4),
+    ];
+    let mut b = [0u8; 16];
+    for (i, v) in out.iter().enumerate() {
+        b[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
+/// The unpacked nibbles of a super-block are shared by all R rows; each 64-value chunk is
+/// unpacked when it is used, so that R running sums stay in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]) {
@@ -86,35 +109,63 @@ unsafe fn tile<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], ou
     let mut acc = [_mm256_setzero_ps(); R];
     let yq: [*const i8; R] = std::array::from_fn(|r| a.row_qs(rows[r]).as_ptr());
     let yd: [*const f32; R] = std::array::from_fn(|r| a.row_d(rows[r]).as_ptr());
-    let ys: [*const i32; R] = std::array::from_fn(|r| a.row_sums32(rows[r]).as_ptr());
+    let yb: [*const i16; R] = std::array::from_fn(|r| a.row_bsums(rows[r]).as_ptr());
     for b in 0..nb {
-        let blk = &w[b * 144..(b + 1) * 144];
-        let d = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
-        let dmin = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
-        let (sc, mn) = scales_mins(blk);
-        let sc16: [i16; 8] = sc.map(|v| v as i16);
-        let mins = _mm256_cvtepu8_epi32(_mm_loadl_epi64(mn.as_ptr() as *const __m128i));
-        let mut q = [_mm256_setzero_si256(); 8];
+        let blk = w.as_ptr().add(b * 144);
+        let d = f16_to_f32(u16::from_le_bytes([*blk, *blk.add(1)]));
+        let dmin = f16_to_f32(u16::from_le_bytes([*blk.add(2), *blk.add(3)]));
+        let sm = unpack_scales(std::slice::from_raw_parts(blk.add(4), 12));
+        let sm = _mm_loadu_si128(sm.as_ptr() as *const __m128i);
+        // Scales as i16 in both 128-bit lanes; sub-block j's scale is picked into every lane by
+        // a byte shuffle. Minimums as i16, each twice: one per 16-value activation sum.
+        let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+        let mn = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+        let mins = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
+        let mut sumi = [_mm256_setzero_si256(); R];
         for i in 0..4 {
-            let raw = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * i) as *const __m256i);
-            q[2 * i] = _mm256_and_si256(raw, m4);
-            q[2 * i + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            let raw = _mm256_loadu_si256(blk.add(16 + 32 * i) as *const __m256i);
+            let lo = _mm256_and_si256(raw, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            let j = 2 * i as i16;
+            let s_lo = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(0x0100 + 0x0202 * j));
+            let s_hi = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(0x0100 + 0x0202 * (j + 1)));
+            for r in 0..R {
+                let y = yq[r].add(b * 256 + 64 * i);
+                let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(y as *const __m256i)), s_lo);
+                let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256(y.add(32) as *const __m256i)), s_hi);
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p_lo, p_hi));
+            }
         }
         for r in 0..R {
-            let mut sumi = _mm256_setzero_si256();
-            for j in 0..8 {
-                let y = _mm256_loadu_si256(yq[r].add(b * 256 + 32 * j) as *const __m256i);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[j], y), _mm256_set1_epi16(sc16[j]));
-                sumi = _mm256_add_epi32(sumi, p);
-            }
             let dy = *yd[r].add(b);
             // The minimums: one lane per sub-block, m_j times the sum of its activations.
-            let summ = _mm256_mullo_epi32(mins, _mm256_loadu_si256(ys[r].add(b * 8) as *const __m256i));
-            let a1 = _mm256_fmadd_ps(_mm256_set1_ps(d * dy), _mm256_cvtepi32_ps(sumi), acc[r]);
+            let summ = _mm256_madd_epi16(mins, _mm256_loadu_si256(yb[r].add(b * 16) as *const __m256i));
+            let a1 = _mm256_fmadd_ps(_mm256_set1_ps(d * dy), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
             acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * dy), _mm256_cvtepi32_ps(summ), a1);
         }
     }
     for r in 0..R {
         out[r] = hsum(acc[r]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The 32-bit unpacking equals the byte-wise definition for every byte pattern position.
+    #[test]
+    fn unpacked_scales_equal_the_definition() {
+        let mut x = 0x9e37_79b9_u32;
+        for _ in 0..1000 {
+            let packed: [u8; 12] = std::array::from_fn(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            });
+            let u = super::unpack_scales(&packed);
+            for j in 0..8 {
+                assert_eq!((u[j], u[8 + j]), super::scale_min(&packed, j), "{packed:?} sub-block {j}");
+            }
+        }
     }
 }

@@ -85,35 +85,36 @@ unsafe fn tile<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], ou
         let dd = f16_to_f32(u16::from_le_bytes([*blk.add(208), *blk.add(209)]));
         let sc8 = _mm_loadu_si128(blk.add(192) as *const __m128i);
         let sc16 = _mm256_cvtepi8_epi16(sc8);
-        let mut q = [_mm256_setzero_si256(); 8];
-        let mut s = [_mm256_setzero_si256(); 8];
+        // Scales as i16; group g (32 values) needs scale 2g in its low 128-bit lane and 2g + 1 in
+        // its high lane, picked by a byte shuffle from a register holding its eight scales twice.
+        let halves = [_mm256_permute2x128_si256(sc16, sc16, 0x00), _mm256_permute2x128_si256(sc16, sc16, 0x11)];
+        let mut sumi = [_mm256_setzero_si256(); R];
         for h in 0..2 {
             let la = _mm256_loadu_si256(blk.add(64 * h) as *const __m256i);
             let lb = _mm256_loadu_si256(blk.add(64 * h + 32) as *const __m256i);
             let hb = _mm256_loadu_si256(blk.add(128 + 32 * h) as *const __m256i);
-            let hi = |shift: i32| match shift {
-                0 => _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2),
-                2 => _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2),
-                4 => _mm256_and_si256(hb, m2),
-                _ => _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2),
-            };
-            q[4 * h] = _mm256_or_si256(_mm256_and_si256(la, m4), hi(0));
-            q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(lb, m4), hi(2));
-            q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), hi(4));
-            q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4), hi(6));
-        }
-        for (g, sg) in s.iter_mut().enumerate() {
-            let lo = *blk.add(192 + 2 * g) as i8 as i16;
-            let hi = *blk.add(193 + 2 * g) as i8 as i16;
-            *sg = _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
+            for t in 0..4 {
+                let g = 4 * h + t;
+                let low = if t & 1 == 0 { la } else { lb };
+                let low = if t < 2 { low } else { _mm256_srli_epi16(low, 4) };
+                let high = match t {
+                    0 => _mm256_slli_epi16(hb, 4),
+                    1 => _mm256_slli_epi16(hb, 2),
+                    2 => hb,
+                    _ => _mm256_srli_epi16(hb, 2),
+                };
+                let q = _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_and_si256(high, m2));
+                let e = 4 * (g as i16 % 4);
+                let pick = _mm256_set_m128i(_mm_set1_epi16(((e + 3) << 8) | (e + 2)), _mm_set1_epi16(((e + 1) << 8) | e));
+                let s = _mm256_shuffle_epi8(halves[g / 4], pick);
+                for r in 0..R {
+                    let y = _mm256_loadu_si256(yq[r].add(b * 256 + 32 * g) as *const __m256i);
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), s));
+                }
+            }
         }
         for r in 0..R {
-            let mut sumi = _mm256_setzero_si256();
-            for g in 0..8 {
-                let y = _mm256_loadu_si256(yq[r].add(b * 256 + 32 * g) as *const __m256i);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[g], y), s[g]);
-                sumi = _mm256_add_epi32(sumi, p);
-            }
+            let mut sumi = sumi[r];
             let bs = _mm256_loadu_si256(yb[r].add(b * 16) as *const __m256i);
             let off = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bs), 5);
             sumi = _mm256_sub_epi32(sumi, off);

@@ -98,7 +98,6 @@ unsafe fn tile4<const R: usize>(
     let yd: [*const f32; R] = std::array::from_fn(|r| a.row_d(rows[r]).as_ptr());
     for b in 0..kb {
         let q = qs.add(b * 4);
-        _mm_prefetch(q.wrapping_add(64) as *const i8, _MM_HINT_T0);
         let dx = _mm_cvtph_ps(_mm_loadl_epi64(d.add(b * 4) as *const __m128i));
         let x: [__m256i; 4] = std::array::from_fn(|j| _mm256_load_si256(q.add(j) as *const __m256i));
         for r in 0..R {
