@@ -8,6 +8,7 @@
 //! numbers. Work is spread over candle's worker pool, which parks its threads when idle.
 
 pub mod act;
+pub mod attention;
 mod buf;
 mod q4_k;
 mod q6_k;

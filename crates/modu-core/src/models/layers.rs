@@ -364,41 +364,69 @@ pub fn attention_mask(q_len: usize, offset: usize, k_start: usize, kv_len: usize
 ///
 /// With an f16 cache this follows llama.cpp's CPU flash-attention arithmetic (f16 query, online
 /// softmax, f16 output accumulator), so that both engines round alike: Gemma's activations are
-/// large enough that the rounding decides near-ties. With an f32 cache it is plain f32 math.
-/// Query rows from which attention runs as matrix products instead of one row at a time.
+/// large enough that the rounding decides near-ties. Prompts, and every call with an f32 cache,
+/// run the fused f32 kernel of `kernels::attention`.
+///
+/// Query rows from which attention runs in the fused f32 kernel, shared out on the pool.
 const PROMPT_ATTENTION_ROWS: usize = 32;
 
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, k_start: usize, window: Option<usize>, scale: f64) -> Result<Tensor> {
-    // Decode and short chunks: ggml's one-row kernel and its f16 arithmetic. Long prompts: two
-    // batched products, as llama.cpp's prompt path computes them.
+    // Decode and short chunks: ggml's one-row kernel and its f16 arithmetic. Long prompts: f32
+    // tiles, as llama.cpp's prompt path computes in f32 too.
     if k.dtype() == DType::F16 && q.dim(2)? < PROMPT_ATTENTION_ROWS {
         return attention_f16(q, k, v, offset, k_start, window, scale as f32);
     }
-    let (b, n_head, q_len, hd) = q.dims4()?;
-    let n_kv = k.dim(1)?;
-    let kv_len = k.dim(2)?;
-    let n_rep = n_head / n_kv;
-    let k = k.to_dtype(DType::F32)?;
-    let v = v.to_dtype(DType::F32)?;
-    // Group the query heads that share a KV head into one matrix.
-    let q = q.reshape((b * n_kv, n_rep * q_len, hd))?;
-    let k = k.reshape((b * n_kv, kv_len, hd))?;
-    let v = v.reshape((b * n_kv, kv_len, hd))?;
-    let att = (q.matmul(&k.t()?)? * scale)?;
-    let att = match attention_mask(q_len, offset, k_start, kv_len, window, q.device())? {
-        Some(m) => {
-            let att = att.reshape((b * n_kv, n_rep, q_len, kv_len))?;
-            att.broadcast_add(&m)?.reshape((b * n_kv, n_rep * q_len, kv_len))?
-        }
-        None => att,
+    let (_, n_head, q_len, head_dim) = q.dims4()?;
+    let (n_kv, kv_len) = (k.dim(1)?, k.dim(2)?);
+    let shape = crate::kernels::attention::Shape {
+        n_head,
+        n_kv,
+        q_len,
+        kv_len,
+        head_dim,
+        offset,
+        k_start,
+        window,
+        scale: scale as f32,
     };
-    let att = candle_nn::ops::softmax_last_dim(&att)?;
-    let out = att.matmul(&v)?; // [b*n_kv, n_rep*q_len, hd]
-    let out = out
-        .reshape((b, n_head, q_len, hd))?
-        .transpose(1, 2)?
-        .reshape((b, q_len, n_head * hd))?;
-    Ok(out)
+    let qd: Vec<f32> = q.flatten_all()?.to_vec1()?;
+    let (kd, vd) = (cache_rows_f32(k)?, cache_rows_f32(v)?);
+    let mut out = vec![0f32; q_len * n_head * head_dim];
+    // Short blocks may run inside a pool task (several sequences decoding at once): only prompt
+    // blocks share their work out.
+    crate::kernels::attention::attend(&qd, &kd, &vd, &shape, &mut out, q_len >= PROMPT_ATTENTION_ROWS);
+    Ok(Tensor::from_vec(out, (1, q_len, n_head * head_dim), q.device())?)
+}
+
+/// A cache view [1, heads, len, hd] (f16 or f32) as f32 values [heads, len, hd], read in place
+/// from the longer buffer it narrows: candle's to_dtype converts one element per call.
+fn cache_rows_f32(t: &Tensor) -> Result<Vec<f32>> {
+    use half::slice::HalfFloatSliceExt;
+    let (storage, layout) = t.storage_and_layout();
+    if let (&[_, h, len, d], &[_, hs, ls, 1]) = (t.dims(), layout.stride()) {
+        if ls == d {
+            let mut f = vec![0f32; h * len * d];
+            match &*storage {
+                candle_core::Storage::Cpu(candle_core::CpuStorage::F16(data)) => {
+                    for (head, out) in f.chunks_exact_mut(len * d).enumerate() {
+                        let at = layout.start_offset() + head * hs;
+                        data[at..at + len * d].convert_to_f32_slice(out);
+                    }
+                    return Ok(f);
+                }
+                candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) => {
+                    for (head, out) in f.chunks_exact_mut(len * d).enumerate() {
+                        let at = layout.start_offset() + head * hs;
+                        out.copy_from_slice(&data[at..at + len * d]);
+                    }
+                    return Ok(f);
+                }
+                _ => {}
+            }
+        }
+    }
+    drop(storage);
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
 }
 
 /// ggml's f16 dot product on AVX2 (inputs already widened to f32): four 8-lane accumulators fed
@@ -515,36 +543,11 @@ fn attention_f16(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, k_start: usi
     let kv_len = k.dim(2)?;
     let n_rep = n_head / n_kv;
     // The query is rounded to f16 for the dot product with the f16 keys.
-    // Bulk F16C conversions: candle's to_dtype converts one element per call, which cost more
-    // than the attention itself once several sequences decode together.
-    let widen = |t: &Tensor| -> Result<Vec<f32>> {
-        use half::slice::HalfFloatSliceExt;
-        // The cache is a narrowed view [1, heads, len, hd] of a longer buffer: read each head's
-        // rows in place rather than copying the view out first.
-        let (storage, layout) = t.storage_and_layout();
-        if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F16(data)), &[_, h, len, d], &[_, hs, ls, 1]) =
-            (&*storage, t.dims(), layout.stride())
-        {
-            if ls == d {
-                let mut f = vec![0f32; h * len * d];
-                for (head, out) in f.chunks_exact_mut(len * d).enumerate() {
-                    let at = layout.start_offset() + head * hs;
-                    data[at..at + len * d].convert_to_f32_slice(out);
-                }
-                return Ok(f);
-            }
-        }
-        drop(storage);
-        let h: Vec<f16> = t.flatten_all()?.to_vec1()?;
-        let mut f = vec![0f32; h.len()];
-        h.convert_to_f32_slice(&mut f);
-        Ok(f)
-    };
     let mut qd: Vec<f32> = q.flatten_all()?.to_vec1()?;
     let mut scratch = vec![f16::ZERO; qd.len()];
     round_f16(&mut qd, &mut scratch);
-    let kd = widen(k)?;
-    let vd = widen(v)?;
+    let kd = cache_rows_f32(k)?;
+    let vd = cache_rows_f32(v)?;
     let mut out = vec![0f32; q_len * n_head * hd];
     // One output row [hd] per (position, head), laid out as [q_len, n_head, hd].
     let fma = has_fma();
@@ -914,5 +917,29 @@ mod tests {
         let seen: Vec<Vec<bool>> = rows.iter().map(|r| r.iter().map(|v| v.is_finite()).collect()).collect();
         assert_eq!(seen[0], [false, true, true, false, false]);
         assert_eq!(seen[2], [false, false, false, true, true]);
+    }
+}
+
+#[cfg(test)]
+mod prompt_attention_tests {
+    use super::*;
+
+    // Catches a prompt-path reader that takes the wrong rows of an f16 cache view: the same
+    // keys and values held in an f16 and an f32 cache must give the same attention.
+    #[test]
+    fn f16_and_f32_caches_agree_on_prompts() {
+        let dev = Device::Cpu;
+        let (n_head, n_kv, q_len, hd) = (4, 1, 40, 256);
+        let q = Tensor::randn(0f32, 1.0, (1, n_head, q_len, hd), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (1, n_kv, q_len, hd), &dev).unwrap().to_dtype(DType::F16).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (1, n_kv, q_len, hd), &dev).unwrap().to_dtype(DType::F16).unwrap();
+        let mut c16 = KvCache::windowed(DType::F16, Some(512));
+        let mut c32 = KvCache::windowed(DType::F32, Some(512));
+        let (k16, v16) = c16.append(&k, &v).unwrap();
+        let (k32, v32) = c32.append(&k.to_dtype(DType::F32).unwrap(), &v.to_dtype(DType::F32).unwrap()).unwrap();
+        let a = attention(&q, &k16, &v16, 0, 0, Some(512), 0.0625).unwrap();
+        let b = attention(&q, &k32, &v32, 0, 0, Some(512), 0.0625).unwrap();
+        let d = (a - b).unwrap().abs().unwrap().max_keepdim(2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(d.iter().all(|&x| x < 1e-5), "{d:?}");
     }
 }
