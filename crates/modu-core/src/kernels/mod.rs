@@ -456,3 +456,33 @@ mod tests {
         assert!(QMatrix::new(QFormat::Q8_0, 2, 64, &[0; 136]).is_ok());
     }
 }
+
+/// Throughput of each kernel on one thread (`cargo test --release -p modu-core kernel_speed --
+/// --ignored --nocapture`): a measurement aid, not a check.
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn kernel_speed() {
+        use candle_core::{Device, Tensor};
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+            let (n, k) = (2048, 2048);
+            let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+            let qm = QMatrix::from_qtensor(&QTensor::quantize(&w, dtype).unwrap()).unwrap().unwrap();
+            for m in [1usize, 64] {
+                let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+                let mut out = vec![0f32; m * n];
+                let reps = if m == 1 { 200 } else { 8 };
+                qm.matmul(&x, m, &mut out);
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    qm.matmul(&x, m, &mut out);
+                }
+                let s = t.elapsed().as_secs_f64();
+                eprintln!("{dtype:?} m={m}: {:.1} GMAC/s", (reps * m * n * k) as f64 / s / 1e9);
+            }
+        }
+    }
+}

@@ -136,12 +136,12 @@ unsafe fn tile<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], ou
                 sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p_lo, p_hi));
             }
         }
+        let (vd, vdmin) = (_mm256_set1_ps(d), _mm256_set1_ps(dmin));
         for r in 0..R {
-            let dy = *yd[r].add(b);
             // The minimums: one lane per sub-block, m_j times the sum of its activations.
             let summ = _mm256_madd_epi16(mins, _mm256_loadu_si256(yb[r].add(b * 16) as *const __m256i));
-            let a1 = _mm256_fmadd_ps(_mm256_set1_ps(d * dy), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-            acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin * dy), _mm256_cvtepi32_ps(summ), a1);
+            let t = _mm256_fnmadd_ps(vdmin, _mm256_cvtepi32_ps(summ), _mm256_mul_ps(vd, _mm256_cvtepi32_ps(sumi[r])));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(*yd[r].add(b)), t, acc[r]);
         }
     }
     for r in 0..R {
