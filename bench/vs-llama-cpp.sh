@@ -13,7 +13,7 @@
 #       MODU_TEST_MODELS defaults to ~/.cache/modu/test-models)
 #   -t  thread counts, space or comma separated (default "1 2")
 #   -r  repetitions inside each run (default 3)
-#   -a  alternations per thread count (default 3)
+#   -a  alternations per thread count (default 5)
 #   -p  prompt tokens of the pp test (default 512; 0 skips it)
 #   -n  generated tokens of the tg test (default 128; 0 skips it)
 #   -o  keep every run's raw JSON and log in this directory (default: discarded)
@@ -34,7 +34,7 @@ log() { echo "vs-llama-cpp: $*" >&2; }
 model="${MODU_TEST_MODELS:-$HOME/.cache/modu/test-models}/gemma-3-270m-q4_k_m.gguf"
 threads="1 2"
 reps=3
-alts=3
+alts=5
 n_prompt=512
 n_gen=128
 keep_dir=""
@@ -128,7 +128,7 @@ run_one() {
   if [ "$engine" = llama ]; then
     cmd=("$llama_bench" -m "$model" -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" -o json)
   else
-    cmd=("$modu" bench -m "$model" -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" --json)
+    cmd=("$modu" bench -m "$model" -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" --json --bandwidth)
   fi
   log "threads $t, alternation $a/$alts: $engine"
   if ! "${cmd[@]}" > "$base.json" 2> "$base.log"; then
@@ -271,6 +271,26 @@ for t in threads:
     if lt != {t}:
         print(f"warning: llama-bench reported n_threads {sorted(lt)} for -t {t}")
 print("modu peak RSS (max over runs): " + (", ".join(rss) if rss else "not reported"))
+budget = [r["info"].get("rss_budget_bytes") for t in threads for r in runs[("modu", t)]]
+budget = [b for b in budget if isinstance(b, (int, float))]
+if budget:
+    print(f"  target: file + KV cache + 10% = {max(budget) / 2**20:.1f} MiB")
+# Decode bandwidth: weights read per token (from the file: every matrix a token multiplies,
+# the same bytes for both engines) times tokens/s, over the read bandwidth modu measured with
+# the same thread count in each of its runs (median).
+if n_gen > 0:
+    for t in threads:
+        per_tok = {r["info"].get("decode_read_bytes_per_token") for r in runs[("modu", t)]}
+        bws = [r["info"].get("read_bandwidth_bytes_per_s") for r in runs[("modu", t)]]
+        bws = [b for b in bws if isinstance(b, (int, float)) and b > 0]
+        if len(per_tok) != 1 or None in per_tok or not bws:
+            print(f"decode bandwidth, {t} thread{'s' if t != 1 else ''}: not reported")
+            continue
+        b, bw = per_tok.pop(), statistics.median(bws)
+        frac = lambda eng: statistics.median(r["tg"]["mean"] for r in runs[(eng, t)]) * b / bw
+        print(f"decode bandwidth, {t} thread{'s' if t != 1 else ''}: {b / 1e6:.1f} MB of weights per token; "
+              f"measured read bandwidth {bw / 1e9:.2f} GB/s; llama.cpp reaches {100 * frac('llama'):.0f}%, "
+              f"modu {100 * frac('modu'):.0f}%")
 print("t/s: median over alternations of each run's mean ± median of each run's sd "
       "[min..max of the run means]; ratio: median of the per-alternation ratios [min..max]")
 PY

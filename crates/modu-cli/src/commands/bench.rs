@@ -31,6 +31,47 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also measure this machine's memory read bandwidth with the same threads, and report
+    /// decode speed as bytes read per second against it.
+    #[arg(long)]
+    pub bandwidth: bool,
+}
+
+/// Read bandwidth in bytes/s: `threads` threads each sum their share of a 512 MiB buffer (far
+/// larger than any cache), best of five passes.
+fn read_bandwidth(threads: usize) -> Result<f64> {
+    const LEN: usize = 512 << 20;
+    let mut map = memmap2::MmapOptions::new().len(LEN).map_anon()?;
+    // The weights ask for huge pages too; measure under the same conditions.
+    #[cfg(target_os = "linux")]
+    let _ = map.advise(memmap2::Advice::HugePage);
+    for (i, b) in map.iter_mut().enumerate().step_by(4096) {
+        *b = i as u8;
+    }
+    let words: &[u64] = {
+        // SAFETY: the map is page-aligned and LEN is a multiple of 8; u64 is plain data.
+        unsafe { std::slice::from_raw_parts(map.as_ptr() as *const u64, LEN / 8) }
+    };
+    let per = words.len().div_ceil(threads);
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = words
+                .chunks(per)
+                .map(|c| s.spawn(move || c.chunks_exact(8).fold([0u64; 8], |mut a, w| {
+                    for l in 0..8 {
+                        a[l] = a[l].wrapping_add(w[l]);
+                    }
+                    a
+                })))
+                .collect();
+            handles.into_iter().map(|h| h.join().map(|a| a.iter().fold(0u64, |x, y| x.wrapping_add(*y))).unwrap_or(0)).fold(0, u64::wrapping_add)
+        });
+        std::hint::black_box(total);
+        best = best.max(LEN as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(best)
 }
 
 struct Stats {
@@ -153,6 +194,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     model.truncate(0);
     let rss = peak_rss_bytes();
+    let decode_bytes = match loaded.path.extension().and_then(|e| e.to_str()) {
+        Some("gguf") => Some(modu_core::formats::gguf::GgufFile::open(&loaded.path)?.decode_read_bytes()),
+        _ => None,
+    };
+    let bandwidth = if args.bandwidth { Some(read_bandwidth(threads)?) } else { None };
+    let kv_bytes = info.kv_bytes_per_token as u64 * args.n_prompt.max(args.n_gen) as u64;
+    let rss_budget = (loaded.file_bytes + kv_bytes) as f64 * 1.1;
     let name = loaded.path.file_name().and_then(|n| n.to_str()).unwrap_or("model").to_string();
 
     if args.json {
@@ -167,6 +215,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "tg": tg.as_ref().map(|s| s.json(args.n_gen)),
             "peak_rss_bytes": rss,
             "kv_bytes_per_token": info.kv_bytes_per_token,
+            "rss_budget_bytes": rss_budget,
+            "decode_read_bytes_per_token": decode_bytes,
+            "read_bandwidth_bytes_per_s": bandwidth,
         });
         println!("{v}");
         return Ok(());
@@ -188,8 +239,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     println!();
+    let mib = |b: f64| b / (1u64 << 20) as f64;
     if let Some(rss) = rss {
-        println!("peak RSS: {:.1} MiB (file {:.1} MiB)", rss as f64 / (1u64 << 20) as f64, loaded.file_bytes as f64 / (1u64 << 20) as f64);
+        println!(
+            "peak RSS: {:.1} MiB (file {:.1} MiB; file + KV cache of {} tokens + 10% = {:.1} MiB)",
+            mib(rss as f64),
+            mib(loaded.file_bytes as f64),
+            args.n_prompt.max(args.n_gen),
+            mib(rss_budget)
+        );
+    }
+    if let (Some(bytes), Some(tg)) = (decode_bytes, &tg) {
+        let rate = bytes as f64 * tg.mean();
+        print!("decode: {:.1} MB of weights per token, {:.2} GB/s", bytes as f64 / 1e6, rate / 1e9);
+        match bandwidth {
+            Some(bw) => println!(" = {:.0}% of the measured read bandwidth ({:.2} GB/s on {threads} thread{})", 100.0 * rate / bw, bw / 1e9, if threads == 1 { "" } else { "s" }),
+            None => println!(" (--bandwidth compares it with this machine's read bandwidth)"),
+        }
     }
     println!(
         "KV cache: {} bytes per token ({} layers; sliding-window layers hold a fixed window and add none)",

@@ -459,6 +459,19 @@ impl GgufFile {
         let _ = raw;
     }
 
+    /// Bytes of weights one decoded token reads: every matrix except the token embedding table,
+    /// which is read one row per token unless it is also the output layer (no `output.weight`).
+    /// Mixture-of-experts files count every expert, so this is an upper bound for them.
+    pub fn decode_read_bytes(&self) -> u64 {
+        let tied = !self.content.tensor_infos.contains_key("output.weight");
+        self.content
+            .tensor_infos
+            .iter()
+            .filter(|(name, i)| i.shape.dims().len() >= 2 && (tied || name.as_str() != "token_embd.weight"))
+            .map(|(_, i)| (i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size()) as u64)
+            .sum()
+    }
+
     /// Total bytes of tensor data, for memory reports.
     pub fn tensor_bytes(&self) -> u64 {
         self.content
