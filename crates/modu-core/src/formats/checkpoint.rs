@@ -22,6 +22,16 @@ pub trait Checkpoint: Sync {
     fn tensor_for_matmul(&self, name: &str, device: &Device) -> Result<QTensor> {
         self.tensor(name, device)
     }
+    /// The stored blocks of a matrix, without a copy where the checkpoint can lend them, in the
+    /// type [`Checkpoint::tensor_for_matmul`] would give; None where this checkpoint has no such
+    /// view (then `tensor_for_matmul` is used). Pass what has been copied to
+    /// [`Checkpoint::drop_pages`].
+    fn matmul_blocks(&self, _name: &str) -> Result<Option<(candle_core::quantized::GgmlDType, std::borrow::Cow<'_, [u8]>)>> {
+        Ok(None)
+    }
+    /// Lets the memory behind bytes lent by [`Checkpoint::matmul_blocks`] go (a mapped file's
+    /// pages, which are read again if touched); anything else is left alone.
+    fn drop_pages(&self, _bytes: &[u8]) {}
     /// A stacked tensor [n, ...] split along its first dimension (one matrix per expert).
     fn tensor_split(&self, name: &str, device: &Device) -> Result<Vec<QTensor>>;
 

@@ -441,13 +441,13 @@ impl GgufFile {
         } else {
             Ok(ggml_file::qtensor_from_ggml(dtype, raw, dims.to_vec(), device)?)
         };
-        self.release(raw);
+        self.release_bytes(raw);
         t
     }
 
     /// Drops the file pages of a tensor that has been copied out, so loading does not hold the
     /// file twice in memory (mapped pages count as resident).
-    fn release(&self, raw: &[u8]) {
+    fn release_bytes(&self, raw: &[u8]) {
         #[cfg(unix)]
         {
             let offset = raw.as_ptr() as usize - self.map.as_ptr() as usize;
@@ -505,6 +505,24 @@ impl Checkpoint for GgufFile {
     fn tensor_for_matmul(&self, name: &str, device: &Device) -> Result<QTensor> {
         let (info, raw) = self.raw(name)?;
         self.decode(info.ggml_dtype, raw, info.shape.dims(), true, device)
+    }
+
+    fn matmul_blocks(&self, name: &str) -> Result<Option<(GgmlDType, std::borrow::Cow<'_, [u8]>)>> {
+        let (info, raw) = self.raw(name)?;
+        if super::requant::converts(info.ggml_dtype) {
+            let q8 = super::requant::to_q8_0_bytes(info.ggml_dtype, raw)?;
+            self.release_bytes(raw);
+            return Ok(Some((GgmlDType::Q8_0, std::borrow::Cow::Owned(q8))));
+        }
+        Ok(Some((info.ggml_dtype, std::borrow::Cow::Borrowed(raw))))
+    }
+
+    fn drop_pages(&self, bytes: &[u8]) {
+        let (start, end) = (self.map.as_ptr() as usize, self.map.as_ptr() as usize + self.map.len());
+        let at = bytes.as_ptr() as usize;
+        if at >= start && at + bytes.len() <= end {
+            self.release_bytes(bytes);
+        }
     }
 
     fn tensor_split(&self, name: &str, device: &Device) -> Result<Vec<QTensor>> {

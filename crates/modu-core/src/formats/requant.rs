@@ -19,6 +19,12 @@ pub fn converts(dtype: GgmlDType) -> bool {
 
 /// Re-encodes raw GGUF tensor bytes of `dtype` as a Q8_0 tensor with the same values.
 pub fn to_q8_0(dtype: GgmlDType, raw: &[u8], dims: &[usize], device: &Device) -> Result<QTensor> {
+    let out = to_q8_0_bytes(dtype, raw)?;
+    Ok(ggml_file::qtensor_from_ggml(GgmlDType::Q8_0, &out, dims.to_vec(), device)?)
+}
+
+/// The Q8_0 blocks of [`to_q8_0`], as bytes.
+pub fn to_q8_0_bytes(dtype: GgmlDType, raw: &[u8]) -> Result<Vec<u8>> {
     let block_bytes = dtype.type_size();
     if raw.len() % block_bytes != 0 {
         return Err(Error::Invalid(format!("{dtype:?} data is not a whole number of blocks")));
@@ -50,7 +56,7 @@ pub fn to_q8_0(dtype: GgmlDType, raw: &[u8], dims: &[usize], device: &Device) ->
         }
         out.extend(q.iter().map(|&v| v as u8));
     }
-    Ok(ggml_file::qtensor_from_ggml(GgmlDType::Q8_0, &out, dims.to_vec(), device)?)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! streams every weight once, and with 4 KiB pages the TLB misses and the prefetcher's stops at
 //! page boundaries cost a large share of the memory bandwidth.
 
+/// Bytes copied between hand-backs of the source (see [`WeightBuf::from_bytes`]).
+pub const CHUNK: usize = 4 << 20;
+
 /// Zero-initialised bytes, page-aligned (so any block type up to 4 KiB alignment fits).
 pub struct WeightBuf {
     map: memmap2::MmapMut,
@@ -23,9 +26,13 @@ impl WeightBuf {
         Ok(Self { map, len })
     }
 
-    pub fn from_bytes(data: &[u8]) -> std::io::Result<Self> {
+    /// A copy of `data`, made in stretches of [`CHUNK`] bytes, each handed to `done` once copied.
+    pub fn from_bytes(data: &[u8], done: &dyn Fn(&[u8])) -> std::io::Result<Self> {
         let mut b = Self::zeroed(data.len())?;
-        b.bytes_mut().copy_from_slice(data);
+        for (dst, src) in b.bytes_mut().chunks_mut(CHUNK).zip(data.chunks(CHUNK)) {
+            dst.copy_from_slice(src);
+            done(src);
+        }
         Ok(b)
     }
 

@@ -124,6 +124,13 @@ impl QMatrix {
     }
 
     pub fn new(format: QFormat, n: usize, k: usize, data: &[u8]) -> Result<Self> {
+        Self::new_consuming(format, n, k, data, &|_| {})
+    }
+
+    /// Like [`QMatrix::new`], handing each consumed stretch of `data` (a few MiB, in order) to
+    /// `done`, so that a loader can drop a mapped file's pages as they are copied and never hold
+    /// a large weight twice.
+    pub fn new_consuming(format: QFormat, n: usize, k: usize, data: &[u8], done: &dyn Fn(&[u8])) -> Result<Self> {
         let (block, bytes) = format.block();
         if k % block != 0 || data.len() != n * (k / block) * bytes {
             return Err(Error::Invalid(format!(
@@ -132,8 +139,8 @@ impl QMatrix {
             )));
         }
         let storage = match format {
-            QFormat::Q8_0 => Storage::Q8x4(q8_0::Packed::from_blocks(data, n, k).map_err(io_error)?),
-            _ => Storage::Blocks(buf::WeightBuf::from_bytes(data).map_err(io_error)?),
+            QFormat::Q8_0 => Storage::Q8x4(q8_0::Packed::from_blocks(data, n, k, done).map_err(io_error)?),
+            _ => Storage::Blocks(buf::WeightBuf::from_bytes(data, done).map_err(io_error)?),
         };
         Ok(Self { format, n, k, storage })
     }

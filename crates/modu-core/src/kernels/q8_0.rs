@@ -19,13 +19,19 @@ pub struct Packed {
 }
 
 impl Packed {
-    pub fn from_blocks(data: &[u8], n: usize, k: usize) -> std::io::Result<Self> {
+    /// `done` receives the source rows, a few MiB at a time, once they are packed.
+    pub fn from_blocks(data: &[u8], n: usize, k: usize, done: &dyn Fn(&[u8])) -> std::io::Result<Self> {
         let kb = k / 32;
         let groups = n.div_ceil(4);
         let mut d = vec![0u16; groups * kb * 4];
         let mut qs_buf = super::buf::WeightBuf::zeroed(groups * kb * 4 * 32)?;
         let qs = qs_buf.cast_mut::<Quants32>();
+        let row_bytes = kb * 34;
+        let rows_per_chunk = (super::buf::CHUNK / row_bytes.max(1)).max(4) / 4 * 4;
         for row in 0..n {
+            if row % rows_per_chunk == 0 && row > 0 {
+                done(&data[(row - rows_per_chunk) * row_bytes..row * row_bytes]);
+            }
             let (g, j) = (row / 4, row % 4);
             for b in 0..kb {
                 let blk = &data[(row * kb + b) * 34..(row * kb + b + 1) * 34];
@@ -38,6 +44,8 @@ impl Packed {
                 }
             }
         }
+        let last = n.saturating_sub(1) / rows_per_chunk * rows_per_chunk;
+        done(&data[last * row_bytes..n * row_bytes]);
         Ok(Self { kb, d, qs_buf })
     }
 

@@ -77,9 +77,25 @@ impl<'a> Weights<'a> {
         Ok(())
     }
 
+    /// Our kernels' copy of a matrix [n, k], built straight from the checkpoint's stored blocks
+    /// (no intermediate tensor, so loading never holds a weight twice); None where the kernels or
+    /// the checkpoint cannot do that.
+    fn kernel_matrix(&self, name: &str, n: usize, k: usize) -> Result<Option<std::sync::Arc<QMatrix>>> {
+        if self.opts.dequantize || !self.device.is_cpu() {
+            return Ok(None);
+        }
+        let Some((dtype, bytes)) = self.gguf.matmul_blocks(name)? else { return Ok(None) };
+        let Some(format) = crate::kernels::QFormat::of(dtype) else { return Ok(None) };
+        let m = QMatrix::new_consuming(format, n, k, &bytes, &|done| self.gguf.drop_pages(done))?;
+        Ok(Some(std::sync::Arc::new(m)))
+    }
+
     /// A weight matrix [out, in] kept quantized.
     pub fn linear(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
         self.check_shape(name, &[out_dim, in_dim])?;
+        if let Some(m) = self.kernel_matrix(name, out_dim, in_dim)? {
+            return Ok(Linear { w: LinearWeight::Kernel(m), out_dim });
+        }
         let q = std::sync::Arc::new(self.gguf.tensor_for_matmul(name, self.device)?);
         Ok(Linear { w: self.matmul(q)?, out_dim })
     }
@@ -112,6 +128,9 @@ impl<'a> Weights<'a> {
 
     pub fn embedding(&self, name: &str, vocab: usize, hidden: usize) -> Result<Embedding> {
         self.check_shape(name, &[vocab, hidden])?;
+        if let Some(m) = self.kernel_matrix(name, vocab, hidden)? {
+            return Ok(Embedding { table: EmbeddingTable::Kernel(m), hidden, device: self.device.clone() });
+        }
         let q = std::sync::Arc::new(self.gguf.tensor(name, self.device)?);
         // Kept once: the kernels' copy serves lookups too when the table is also the output head.
         let table = match self.matmul(q.clone())? {
