@@ -1,8 +1,9 @@
 //! Quantized matrix products on the CPU, written for this engine: the weight stays in its GGUF
 //! blocks, the activations are quantized to int8 once per product, and each weight block is
-//! unpacked once for up to four activation rows, so a batch of sequences reads the weights once.
+//! unpacked once for up to eight activation rows, so a batch of sequences reads the weights once.
 //!
-//! One kernel per weight type (`q8_0`, `q4_k`, `q6_k`), each with a scalar definition (the
+//! One kernel per weight type (`q8_0`, `q4_k`, `q5_k`, `q6_k`; Q4_0 and Q5_0 are re-encoded
+//! losslessly as Q8_0 when loaded, see `formats::requant`), each with a scalar definition (the
 //! reference, and the path on CPUs without AVX2) and an AVX2 tile. Every (row, column) dot product
 //! runs the same instructions whatever the batch holds, so batching never changes a sequence's
 //! numbers. Work is spread over candle's worker pool, which parks its threads when idle.
@@ -11,6 +12,7 @@ pub mod act;
 pub mod attention;
 mod buf;
 mod q4_k;
+mod q5_k;
 mod q6_k;
 pub mod q8_0;
 
@@ -76,6 +78,7 @@ mod avx2 {
 pub enum QFormat {
     Q8_0,
     Q4K,
+    Q5K,
     Q6K,
 }
 
@@ -84,6 +87,7 @@ impl QFormat {
         match dtype {
             GgmlDType::Q8_0 => Some(Self::Q8_0),
             GgmlDType::Q4K => Some(Self::Q4K),
+            GgmlDType::Q5K => Some(Self::Q5K),
             GgmlDType::Q6K => Some(Self::Q6K),
             _ => None,
         }
@@ -93,6 +97,7 @@ impl QFormat {
         match self {
             Self::Q8_0 => (32, 34),
             Self::Q4K => (q4_k::Q4K::BLOCK, q4_k::Q4K::BYTES),
+            Self::Q5K => (q5_k::Q5K::BLOCK, q5_k::Q5K::BYTES),
             Self::Q6K => (q6_k::Q6K::BLOCK, q6_k::Q6K::BYTES),
         }
     }
@@ -160,6 +165,7 @@ impl QMatrix {
         match (&self.storage, self.format) {
             (Storage::Q8x4(p), _) => p.dequantize_row(i, out),
             (Storage::Blocks(d), QFormat::Q4K) => dequantize::<q4_k::Q4K>(&d.bytes()[i * rb..(i + 1) * rb], out),
+            (Storage::Blocks(d), QFormat::Q5K) => dequantize::<q5_k::Q5K>(&d.bytes()[i * rb..(i + 1) * rb], out),
             (Storage::Blocks(d), _) => dequantize::<q6_k::Q6K>(&d.bytes()[i * rb..(i + 1) * rb], out),
         }
     }
@@ -176,6 +182,7 @@ impl QMatrix {
         match (&self.storage, self.format) {
             (Storage::Q8x4(p), _) => matmul_q8x4(p, n, k, x, m, out, simd),
             (Storage::Blocks(d), QFormat::Q4K) => matmul::<q4_k::Q4K>(d.bytes(), n, k, x, m, out, simd),
+            (Storage::Blocks(d), QFormat::Q5K) => matmul::<q5_k::Q5K>(d.bytes(), n, k, x, m, out, simd),
             (Storage::Blocks(d), _) => matmul::<q6_k::Q6K>(d.bytes(), n, k, x, m, out, simd),
         }
     }
@@ -386,7 +393,7 @@ mod tests {
         (QMatrix::from_qtensor(&q).unwrap().unwrap(), reference)
     }
 
-    const TYPES: [GgmlDType; 3] = [GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K];
+    const TYPES: [GgmlDType; 4] = [GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K];
 
     /// Our block decoding equals candle's dequantization for every type: catches a misread
     /// layout (nibble order, 6-bit scale packing, the Q6_K high-bit pairs).
@@ -474,7 +481,7 @@ mod speed {
     #[ignore]
     fn kernel_speed() {
         use candle_core::{Device, Tensor};
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0] {
             let (n, k) = (2048, 2048);
             let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
             let qm = QMatrix::from_qtensor(&QTensor::quantize(&w, dtype).unwrap()).unwrap().unwrap();

@@ -21,7 +21,7 @@ fn scale_min(scales: &[u8], j: usize) -> (u8, u8) {
     }
 }
 
-fn scales_mins(b: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(super) fn scales_mins(b: &[u8]) -> ([u8; 8], [u8; 8]) {
     let mut sc = [0u8; 8];
     let mut mn = [0u8; 8];
     for j in 0..8 {
@@ -78,7 +78,7 @@ impl Kernel for Q4K {
 /// The six-bit scales and minimums of a super-block as sixteen bytes: scales in 0..8, minimums
 /// in 8..16 (the same values as [`scale_min`], unpacked with four 32-bit operations).
 #[inline(always)]
-fn unpack_scales(packed: &[u8]) -> [u8; 16] {
+pub(super) fn unpack_scales(packed: &[u8]) -> [u8; 16] {
     const K1: u32 = 0x3f3f_3f3f;
     const K2: u32 = 0x0f0f_0f0f;
     const K3: u32 = 0x0303_0303;
