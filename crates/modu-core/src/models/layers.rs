@@ -773,12 +773,65 @@ impl GatedMlp {
     /// See [`Linear::forward_segments`].
     pub fn forward_segments(&self, x: &Tensor, segs: &[crate::models::decoder::Segment]) -> Result<Tensor> {
         let g = self.gate.forward_segments(x, segs)?;
+        if let Some(h) = gated_cpu(&g, &self.up.forward_segments(x, segs)?, self.act)? {
+            return self.down.forward_segments(&h, segs);
+        }
         let g = match self.act {
             Activation::Silu => candle_nn::ops::silu(&g)?,
             Activation::GeluTanh { ggml_rounding } => gelu_tanh(&g, ggml_rounding)?,
         };
         self.down.forward_segments(&(g * self.up.forward_segments(x, segs)?)?, segs)
     }
+}
+
+/// `act(g) * u` in one pass over f32 CPU tensors, shared out on the kernels' pool for prompts:
+/// the same per-element arithmetic as the separate candle ops (bitwise), without their
+/// intermediate tensors. None where it does not apply (other devices, exact GELU).
+fn gated_cpu(g: &Tensor, u: &Tensor, act: Activation) -> Result<Option<Tensor>> {
+    if !g.device().is_cpu() || g.dtype() != DType::F32 || u.dtype() != DType::F32 || g.shape() != u.shape() {
+        return Ok(None);
+    }
+    let table = match act {
+        Activation::GeluTanh { ggml_rounding: true } => Some(gelu_f16_table()?),
+        Activation::Silu => None,
+        Activation::GeluTanh { ggml_rounding: false } => return Ok(None),
+    };
+    let mut gv: Vec<f32> = g.flatten_all()?.to_vec1()?;
+    let uv: Vec<f32> = u.flatten_all()?.to_vec1()?;
+    let one = |gs: &mut [f32], us: &[f32]| match table {
+        Some(t) => {
+            for (x, &y) in gs.iter_mut().zip(us) {
+                let a = if *x >= 10.0 {
+                    *x
+                } else if *x <= -10.0 {
+                    0.0
+                } else {
+                    t[f16::from_f32(*x).to_bits() as usize].to_f32()
+                };
+                *x = a * y;
+            }
+        }
+        None => {
+            for (x, &y) in gs.iter_mut().zip(us) {
+                *x = *x / (1.0 + (-*x).exp()) * y;
+            }
+        }
+    };
+    const CHUNK: usize = 1 << 14;
+    if gv.len() >= 4 * CHUNK {
+        let (ptr, len) = (gv.as_mut_ptr() as usize, gv.len());
+        candle_core::utils::barrier_pool().execute_chunked(len.div_ceil(CHUNK), |range| {
+            for c in range {
+                let (a, b) = (c * CHUNK, len.min((c + 1) * CHUNK));
+                // SAFETY: chunk c covers a..b of the buffer, written by this work item alone.
+                let gs = unsafe { std::slice::from_raw_parts_mut((ptr as *mut f32).add(a), b - a) };
+                one(gs, &uv[a..b]);
+            }
+        });
+    } else {
+        one(&mut gv, &uv);
+    }
+    Ok(Some(Tensor::from_vec(gv, g.shape(), g.device())?))
 }
 
 /// Splits [1, seq, heads*hd] into [1, heads, seq, hd].
