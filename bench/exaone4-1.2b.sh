@@ -7,7 +7,8 @@
 #
 # Usage: bench/exaone4-1.2b.sh [WORK_DIR] [vs-llama-cpp.sh options...]
 #   WORK_DIR defaults to ${MODU_CACHE:-~/.cache/modu}/exaone4-1.2b-shaped
-#   Remaining options go to vs-llama-cpp.sh (default: -t 2 -r 2 -a 2).
+#   Remaining options go to vs-llama-cpp.sh (default: -r 1, with its own defaults of threads
+#   1 and 2, pp512, tg128 and 5 alternations: about 20 minutes on two cores).
 #
 # Environment:
 #   FIXTURES_PYTHON  python with torch + transformers (tests/fixtures/requirements.txt);
@@ -42,5 +43,5 @@ if [ ! -f "$gguf" ]; then
 fi
 ls -l "$gguf" >&2
 
-if [ $# -eq 0 ]; then set -- -t 2 -r 2 -a 2; fi
+if [ $# -eq 0 ]; then set -- -r 1; fi
 MODU_BIN="$MODU_BIN" "$here/vs-llama-cpp.sh" -m "$gguf" "$@"
