@@ -36,43 +36,56 @@ impl Kernel for Q4K {
     const ACT_BLOCK: usize = 256;
 
     fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        let (d, dmin) = (f16(b, 0), f16(b, 2));
-        let (sc, mn) = scales_mins(b);
-        for i in 0..4 {
-            let qs = &b[16 + 32 * i..16 + 32 * (i + 1)];
-            for l in 0..32 {
-                out[64 * i + l] = d * sc[2 * i] as f32 * (qs[l] & 0xF) as f32 - dmin * mn[2 * i] as f32;
-                out[64 * i + 32 + l] = d * sc[2 * i + 1] as f32 * (qs[l] >> 4) as f32 - dmin * mn[2 * i + 1] as f32;
-            }
-        }
+        dequantize_k(b, out, nibbles)
     }
 
     fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        let (qs, ds, s32) = (a.row_qs(r), a.row_d(r), a.row_sums32(r));
-        let mut sum = 0f32;
-        for (i, b) in w.chunks_exact(144).enumerate() {
-            let (sc, mn) = scales_mins(b);
-            let y = &qs[i * 256..(i + 1) * 256];
-            let mut sumi = 0i32;
-            let mut summ = 0i32;
-            for j in 0..4 {
-                let q = &b[16 + 32 * j..16 + 32 * (j + 1)];
-                let lo: i32 = (0..32).map(|l| (q[l] & 0xF) as i32 * y[64 * j + l] as i32).sum();
-                let hi: i32 = (0..32).map(|l| (q[l] >> 4) as i32 * y[64 * j + 32 + l] as i32).sum();
-                sumi += sc[2 * j] as i32 * lo + sc[2 * j + 1] as i32 * hi;
-            }
-            for j in 0..8 {
-                summ += mn[j] as i32 * s32[i * 8 + j];
-            }
-            sum += f16(b, 0) * ds[i] * sumi as f32 - f16(b, 2) * ds[i] * summ as f32;
-        }
-        sum
+        dot_scalar_k(w, Self::BYTES, a, r, nibbles)
     }
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn tile_avx2<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]) {
-        unsafe { tile(w, a, rows, out) }
+        unsafe { tile::<R, false>(w, a, rows, out) }
     }
+}
+
+/// The unsigned values l and l + 32 of 64-value chunk `i` (0..4) of a Q4_K block.
+fn nibbles(b: &[u8], i: usize, l: usize) -> (u8, u8) {
+    let q = b[16 + 32 * i + l];
+    (q & 0xF, q >> 4)
+}
+
+/// The definition of a block of Q4_K or Q5_K, whose `values(block, i, l)` are the unsigned
+/// values l and l + 32 of 64-value chunk i.
+pub(super) fn dequantize_k(b: &[u8], out: &mut [f32], values: fn(&[u8], usize, usize) -> (u8, u8)) {
+    let (d, dmin) = (f16(b, 0), f16(b, 2));
+    let (sc, mn) = scales_mins(b);
+    for i in 0..4 {
+        for l in 0..32 {
+            let (lo, hi) = values(b, i, l);
+            out[64 * i + l] = d * sc[2 * i] as f32 * lo as f32 - dmin * mn[2 * i] as f32;
+            out[64 * i + 32 + l] = d * sc[2 * i + 1] as f32 * hi as f32 - dmin * mn[2 * i + 1] as f32;
+        }
+    }
+}
+
+/// The definition of a Q4_K or Q5_K row (blocks of `bytes`) against activation row `r`.
+pub(super) fn dot_scalar_k(w: &[u8], bytes: usize, a: &QuantizedRows, r: usize, values: fn(&[u8], usize, usize) -> (u8, u8)) -> f32 {
+    let (qs, ds, s32) = (a.row_qs(r), a.row_d(r), a.row_sums32(r));
+    let mut sum = 0f32;
+    for (i, b) in w.chunks_exact(bytes).enumerate() {
+        let (sc, mn) = scales_mins(b);
+        let y = &qs[i * 256..(i + 1) * 256];
+        let mut sumi = 0i32;
+        for j in 0..4 {
+            let lo: i32 = (0..32).map(|l| values(b, j, l).0 as i32 * y[64 * j + l] as i32).sum();
+            let hi: i32 = (0..32).map(|l| values(b, j, l).1 as i32 * y[64 * j + 32 + l] as i32).sum();
+            sumi += sc[2 * j] as i32 * lo + sc[2 * j + 1] as i32 * hi;
+        }
+        let summ: i32 = (0..8).map(|j| mn[j] as i32 * s32[i * 8 + j]).sum();
+        sum += f16(b, 0) * ds[i] * sumi as f32 - f16(b, 2) * ds[i] * summ as f32;
+    }
+    sum
 }
 
 /// The six-bit scales and minimums of a super-block as sixteen bytes: scales in 0..8, minimums
@@ -98,10 +111,12 @@ pub(super) fn unpack_scales(packed: &[u8]) -> [u8; 16] {
 }
 
 /// The unpacked nibbles of a super-block are shared by all R rows; each 64-value chunk is
-/// unpacked when it is used, so that R running sums stay in registers.
+/// unpacked when it is used, so that R running sums stay in registers. With `HIGH_BITS` the
+/// block is Q5_K's: 32 bytes of high bits after the scales, bit 2i completing chunk i's low
+/// nibbles and bit 2i + 1 its high ones.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]) {
+pub(super) unsafe fn tile<const R: usize, const HIGH_BITS: bool>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]) {
     use super::avx2::{f16_to_f32, hsum};
     use std::arch::x86_64::*;
     let nb = a.blocks_per_row();
@@ -111,7 +126,8 @@ unsafe fn tile<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], ou
     let yd: [*const f32; R] = std::array::from_fn(|r| a.row_d(rows[r]).as_ptr());
     let yb: [*const i16; R] = std::array::from_fn(|r| a.row_bsums(rows[r]).as_ptr());
     for b in 0..nb {
-        let blk = w.as_ptr().add(b * 144);
+        let (bytes, qs_at) = if HIGH_BITS { (176, 48) } else { (144, 16) };
+        let blk = w.as_ptr().add(b * bytes);
         let d = f16_to_f32(u16::from_le_bytes([*blk, *blk.add(1)]));
         let dmin = f16_to_f32(u16::from_le_bytes([*blk.add(2), *blk.add(3)]));
         let sm = unpack_scales(std::slice::from_raw_parts(blk.add(4), 12));
@@ -122,10 +138,18 @@ unsafe fn tile<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], ou
         let mn = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
         let mins = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
         let mut sumi = [_mm256_setzero_si256(); R];
+        let qh = if HIGH_BITS { _mm256_loadu_si256(blk.add(16) as *const __m256i) } else { _mm256_setzero_si256() };
         for i in 0..4 {
-            let raw = _mm256_loadu_si256(blk.add(16 + 32 * i) as *const __m256i);
-            let lo = _mm256_and_si256(raw, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            let raw = _mm256_loadu_si256(blk.add(qs_at + 32 * i) as *const __m256i);
+            let mut lo = _mm256_and_si256(raw, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            if HIGH_BITS {
+                // Bits 2i and 2i + 1 of each high-bit byte, moved to bit 4.
+                let one = _mm256_set1_epi8(1);
+                let (s_lo, s_hi) = (_mm_cvtsi32_si128(2 * i as i32), _mm_cvtsi32_si128(2 * i as i32 + 1));
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, s_lo), one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, s_hi), one), 4));
+            }
             let j = 2 * i as i16;
             let s_lo = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(0x0100 + 0x0202 * j));
             let s_hi = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(0x0100 + 0x0202 * (j + 1)));

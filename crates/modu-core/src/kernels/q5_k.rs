@@ -9,12 +9,6 @@ use super::Kernel;
 
 pub struct Q5K;
 
-fn f16(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
-use super::q4_k::{scales_mins, unpack_scales};
-
 /// The unsigned 5-bit values l and l + 32 of 64-value chunk `i`.
 fn values(b: &[u8], i: usize, l: usize) -> (u8, u8) {
     let (q, h) = (b[48 + 32 * i + l], b[16 + l]);
@@ -27,97 +21,16 @@ impl Kernel for Q5K {
     const ACT_BLOCK: usize = 256;
 
     fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        let (d, dmin) = (f16(b, 0), f16(b, 2));
-        let (sc, mn) = scales_mins(b);
-        for i in 0..4 {
-            for l in 0..32 {
-                let (lo, hi) = values(b, i, l);
-                out[64 * i + l] = d * sc[2 * i] as f32 * lo as f32 - dmin * mn[2 * i] as f32;
-                out[64 * i + 32 + l] = d * sc[2 * i + 1] as f32 * hi as f32 - dmin * mn[2 * i + 1] as f32;
-            }
-        }
+        super::q4_k::dequantize_k(b, out, values)
     }
 
     fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        let (qs, ds, s32) = (a.row_qs(r), a.row_d(r), a.row_sums32(r));
-        let mut sum = 0f32;
-        for (i, b) in w.chunks_exact(176).enumerate() {
-            let (sc, mn) = scales_mins(b);
-            let y = &qs[i * 256..(i + 1) * 256];
-            let mut sumi = 0i32;
-            let mut summ = 0i32;
-            for j in 0..4 {
-                let lo: i32 = (0..32).map(|l| values(b, j, l).0 as i32 * y[64 * j + l] as i32).sum();
-                let hi: i32 = (0..32).map(|l| values(b, j, l).1 as i32 * y[64 * j + 32 + l] as i32).sum();
-                sumi += sc[2 * j] as i32 * lo + sc[2 * j + 1] as i32 * hi;
-            }
-            for j in 0..8 {
-                summ += mn[j] as i32 * s32[i * 8 + j];
-            }
-            sum += f16(b, 0) * ds[i] * sumi as f32 - f16(b, 2) * ds[i] * summ as f32;
-        }
-        sum
+        super::q4_k::dot_scalar_k(w, Self::BYTES, a, r, values)
     }
 
+    /// Q4_K's tile with each nibble completed by its high bit.
     #[cfg(target_arch = "x86_64")]
     unsafe fn tile_avx2<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]) {
-        unsafe { tile(w, a, rows, out) }
-    }
-}
-
-/// As Q4_K's tile, with each nibble completed by its high bit.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]) {
-    use super::avx2::{f16_to_f32, hsum};
-    use std::arch::x86_64::*;
-    let nb = a.blocks_per_row();
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = [_mm256_setzero_ps(); R];
-    let yq: [*const i8; R] = std::array::from_fn(|r| a.row_qs(rows[r]).as_ptr());
-    let yd: [*const f32; R] = std::array::from_fn(|r| a.row_d(rows[r]).as_ptr());
-    let yb: [*const i16; R] = std::array::from_fn(|r| a.row_bsums(rows[r]).as_ptr());
-    for b in 0..nb {
-        let blk = w.as_ptr().add(b * 176);
-        let d = f16_to_f32(u16::from_le_bytes([*blk, *blk.add(1)]));
-        let dmin = f16_to_f32(u16::from_le_bytes([*blk.add(2), *blk.add(3)]));
-        let sm = unpack_scales(std::slice::from_raw_parts(blk.add(4), 12));
-        let sm = _mm_loadu_si128(sm.as_ptr() as *const __m128i);
-        // Scales as i16 in both 128-bit lanes; sub-block j's scale is picked into every lane by
-        // a byte shuffle. Minimums as i16, each twice: one per 16-value activation sum.
-        let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-        let mn = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
-        let mins = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
-        let mut sumi = [_mm256_setzero_si256(); R];
-        let qh = _mm256_loadu_si256(blk.add(16) as *const __m256i);
-        let one = _mm256_set1_epi8(1);
-        for i in 0..4 {
-            let raw = _mm256_loadu_si256(blk.add(48 + 32 * i) as *const __m256i);
-            // Bit 2i (low nibbles) and 2i + 1 (high nibbles) of each high-bit byte, moved to bit 4.
-            let (s_lo, s_hi) = (_mm_cvtsi32_si128(2 * i as i32), _mm_cvtsi32_si128(2 * i as i32 + 1));
-            let h_lo = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, s_lo), one), 4);
-            let h_hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, s_hi), one), 4);
-            let lo = _mm256_or_si256(_mm256_and_si256(raw, m4), h_lo);
-            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), h_hi);
-            let j = 2 * i as i16;
-            let s_lo = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(0x0100 + 0x0202 * j));
-            let s_hi = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(0x0100 + 0x0202 * (j + 1)));
-            for r in 0..R {
-                let y = yq[r].add(b * 256 + 64 * i);
-                let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(y as *const __m256i)), s_lo);
-                let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_loadu_si256(y.add(32) as *const __m256i)), s_hi);
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p_lo, p_hi));
-            }
-        }
-        let (vd, vdmin) = (_mm256_set1_ps(d), _mm256_set1_ps(dmin));
-        for r in 0..R {
-            // The minimums: one lane per sub-block, m_j times the sum of its activations.
-            let summ = _mm256_madd_epi16(mins, _mm256_loadu_si256(yb[r].add(b * 16) as *const __m256i));
-            let t = _mm256_fnmadd_ps(vdmin, _mm256_cvtepi32_ps(summ), _mm256_mul_ps(vd, _mm256_cvtepi32_ps(sumi[r])));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(*yd[r].add(b)), t, acc[r]);
-        }
-    }
-    for r in 0..R {
-        out[r] = hsum(acc[r]);
+        unsafe { super::q4_k::tile::<R, true>(w, a, rows, out) }
     }
 }
