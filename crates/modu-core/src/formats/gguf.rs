@@ -391,6 +391,11 @@ pub fn check_regular_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Bytes a tensor's blocks take in the file.
+fn stored_bytes(info: &TensorInfo) -> usize {
+    info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()
+}
+
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
         check_regular_file(path)?;
@@ -426,8 +431,7 @@ impl GgufFile {
             .tensor_infos
             .get(name)
             .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
-        let elems = info.shape.elem_count();
-        let nbytes = elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+        let nbytes = stored_bytes(info);
         let start = (self.content.tensor_data_offset + info.offset) as usize;
         // In bounds: parse() checked every tensor's span against the file.
         Ok((info, &self.map[start..start + nbytes]))
@@ -468,7 +472,7 @@ impl GgufFile {
             .tensor_infos
             .iter()
             .filter(|(name, i)| i.shape.dims().len() >= 2 && (tied || name.as_str() != "token_embd.weight"))
-            .map(|(_, i)| (i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size()) as u64)
+            .map(|(_, i)| stored_bytes(i) as u64)
             .sum()
     }
 
@@ -477,7 +481,7 @@ impl GgufFile {
         self.content
             .tensor_infos
             .values()
-            .map(|i| (i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size()) as u64)
+            .map(|i| stored_bytes(i) as u64)
             .sum()
     }
 }

@@ -51,18 +51,7 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], s: &Shape, out: &mut [f32], paral
     assert_eq!(k.len(), n_kv * kv_len * hd, "key length");
     assert_eq!(v.len(), n_kv * kv_len * hd, "value length");
     assert_eq!(out.len(), q_len * n_head * hd, "output length");
-    // Keys transposed per KV head, [hd][stride], zero-padded so that a tile of LANES keys
-    // starting anywhere in range stays inside the buffer.
-    let stride = kv_len.div_ceil(LANES) * LANES + LANES;
-    let mut kt = vec![0f32; n_kv * hd * stride];
-    for h in 0..n_kv {
-        for j in 0..kv_len {
-            let row = &k[(h * kv_len + j) * hd..][..hd];
-            for (d, &x) in row.iter().enumerate() {
-                kt[(h * hd + d) * stride + j] = x;
-            }
-        }
-    }
+    let (kt, stride) = transpose_keys(k, n_kv, kv_len, hd);
     let blocks = q_len.div_ceil(ROWS_PER_ITEM);
     let out_ptr = OutPtr(out.as_mut_ptr());
     let simd = super::has_avx2();
@@ -92,6 +81,22 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], s: &Shape, out: &mut [f32], paral
     } else {
         run(0..items);
     }
+}
+
+/// Keys [n_kv, kv_len, hd] transposed per KV head to [hd][stride], zero-padded so that a tile
+/// of LANES keys starting anywhere in range stays inside the buffer; returns them and the stride.
+fn transpose_keys(k: &[f32], n_kv: usize, kv_len: usize, hd: usize) -> (Vec<f32>, usize) {
+    let stride = kv_len.div_ceil(LANES) * LANES + LANES;
+    let mut kt = vec![0f32; n_kv * hd * stride];
+    for h in 0..n_kv {
+        for j in 0..kv_len {
+            let row = &k[(h * kv_len + j) * hd..][..hd];
+            for (d, &x) in row.iter().enumerate() {
+                kt[(h * hd + d) * stride + j] = x;
+            }
+        }
+    }
+    (kt, stride)
 }
 
 #[derive(Clone, Copy)]
@@ -401,15 +406,7 @@ mod tests {
             let blocks = q_len.div_ceil(ROWS_PER_ITEM);
             let mut scratch = Scratch::new(hd);
             // The portable path, item by item, as a CPU without AVX2 runs it.
-            let stride = kv_len.div_ceil(LANES) * LANES + LANES;
-            let mut kt = vec![0f32; n_kv * hd * stride];
-            for h in 0..n_kv {
-                for j in 0..kv_len {
-                    for d in 0..hd {
-                        kt[(h * hd + d) * stride + j] = k[(h * kv_len + j) * hd + d];
-                    }
-                }
-            }
+            let (kt, stride) = transpose_keys(&k, n_kv, kv_len, hd);
             for item in 0..n_head * blocks {
                 let (h, b) = (item / blocks, item % blocks);
                 let kvh = h / (n_head / n_kv);

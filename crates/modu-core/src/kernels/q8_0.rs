@@ -27,25 +27,23 @@ impl Packed {
         let mut qs_buf = super::buf::WeightBuf::zeroed(groups * kb * 4 * 32)?;
         let qs = qs_buf.cast_mut::<Quants32>();
         let row_bytes = kb * 34;
-        let rows_per_chunk = (super::buf::CHUNK / row_bytes.max(1)).max(4) / 4 * 4;
-        for row in 0..n {
-            if row % rows_per_chunk == 0 && row > 0 {
-                done(&data[(row - rows_per_chunk) * row_bytes..row * row_bytes]);
-            }
-            let (g, j) = (row / 4, row % 4);
-            for b in 0..kb {
-                let blk = &data[(row * kb + b) * 34..(row * kb + b + 1) * 34];
-                let at = (g * kb + b) * 4 + j;
-                d[at] = u16::from_le_bytes([blk[0], blk[1]]);
-                for (o, &q) in qs[at].0.iter_mut().zip(&blk[2..34]) {
-                    // ggml's quantizers never write -128; a file that does gets -127, so that
-                    // every weight has a magnitude the kernel's sign trick can carry.
-                    *o = (q as i8).max(-127);
+        let rows_per_chunk = (super::buf::CHUNK / row_bytes.max(1)).max(1);
+        for (c, src) in data.chunks((rows_per_chunk * row_bytes).max(1)).enumerate() {
+            for row in c * rows_per_chunk..c * rows_per_chunk + src.len() / row_bytes {
+                let (g, j) = (row / 4, row % 4);
+                for b in 0..kb {
+                    let blk = &data[(row * kb + b) * 34..(row * kb + b + 1) * 34];
+                    let at = (g * kb + b) * 4 + j;
+                    d[at] = u16::from_le_bytes([blk[0], blk[1]]);
+                    for (o, &q) in qs[at].0.iter_mut().zip(&blk[2..34]) {
+                        // ggml's quantizers never write -128; a file that does gets -127, so that
+                        // every weight has a magnitude the kernel's sign trick can carry.
+                        *o = (q as i8).max(-127);
+                    }
                 }
             }
+            done(src);
         }
-        let last = n.saturating_sub(1) / rows_per_chunk * rows_per_chunk;
-        done(&data[last * row_bytes..n * row_bytes]);
         Ok(Self { kb, d, qs_buf })
     }
 

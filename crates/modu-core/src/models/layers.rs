@@ -801,14 +801,7 @@ fn gated_cpu(g: &Tensor, u: &Tensor, act: Activation) -> Result<Option<Tensor>> 
     let one = |gs: &mut [f32], us: &[f32]| match table {
         Some(t) => {
             for (x, &y) in gs.iter_mut().zip(us) {
-                let a = if *x >= 10.0 {
-                    *x
-                } else if *x <= -10.0 {
-                    0.0
-                } else {
-                    t[f16::from_f32(*x).to_bits() as usize].to_f32()
-                };
-                *x = a * y;
+                *x = gelu_ggml(*x, f16::from_f32(*x), t) * y;
             }
         }
         None => {
@@ -855,20 +848,21 @@ fn gelu_tanh(x: &Tensor, ggml_rounding: bool) -> Result<Tensor> {
     let v = x.flatten_all()?.to_vec1::<f32>()?;
     let mut h = vec![f16::ZERO; v.len()];
     h.convert_from_f32_slice(&v);
-    let out: Vec<f32> = v
-        .iter()
-        .zip(&h)
-        .map(|(&x, h)| {
-            if x >= 10.0 {
-                x
-            } else if x <= -10.0 {
-                0.0
-            } else {
-                table[h.to_bits() as usize].to_f32()
-            }
-        })
-        .collect();
+    let out: Vec<f32> = v.iter().zip(&h).map(|(&x, &h)| gelu_ggml(x, h, table)).collect();
     Ok(Tensor::from_vec(out, x.shape(), x.device())?)
+}
+
+/// ggml's GELU of one value: `table` (see [`gelu_f16_table`]) at the value rounded to f16 (`h`),
+/// and exact outside (-10, 10).
+#[inline(always)]
+fn gelu_ggml(x: f32, h: f16, table: &[f16]) -> f32 {
+    if x >= 10.0 {
+        x
+    } else if x <= -10.0 {
+        0.0
+    } else {
+        table[h.to_bits() as usize].to_f32()
+    }
 }
 
 /// The same rounding in tensor ops, for devices other than the CPU.
