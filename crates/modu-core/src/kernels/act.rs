@@ -16,7 +16,7 @@ pub struct QuantizedRows {
     pub qs: Vec<i8>,
     pub d: Vec<f32>,
     pub bsums: Vec<i16>,
-    pub sums32: Vec<i32>,
+    pub sums32: Vec<i16>,
 }
 
 impl QuantizedRows {
@@ -38,7 +38,7 @@ impl QuantizedRows {
         &self.bsums[r * n..(r + 1) * n]
     }
 
-    pub fn row_sums32(&self, r: usize) -> &[i32] {
+    pub fn row_sums32(&self, r: usize) -> &[i16] {
         let n = self.k / 32;
         &self.sums32[r * n..(r + 1) * n]
     }
@@ -58,7 +58,7 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize, block: usize) -> QuantizedRo
         bsums: vec![0; if sums { m * k / 16 } else { 0 }],
         sums32: vec![0; if sums { m * k / 32 } else { 0 }],
     };
-    let quantize_row = |xr: &[f32], qr: &mut [i8], dr: &mut [f32], br: &mut [i16], sr: &mut [i32]| {
+    let quantize_row = |xr: &[f32], qr: &mut [i8], dr: &mut [f32], br: &mut [i16], sr: &mut [i16]| {
         for ((xb, qb), d) in xr.chunks_exact(block).zip(qr.chunks_exact_mut(block)).zip(dr.iter_mut()) {
             *d = if sums { quantize_super_block(xb, qb) } else { quantize_block(xb, qb) };
         }
@@ -67,7 +67,8 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize, block: usize) -> QuantizedRo
                 *b = g.iter().map(|&v| v as i16).sum();
             }
             for (p, s) in br.chunks_exact(2).zip(sr.iter_mut()) {
-                *s = p[0] as i32 + p[1] as i32;
+                // At most 32 * 127: fits.
+                *s = p[0] + p[1];
             }
         }
     };
@@ -87,7 +88,7 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize, block: usize) -> QuantizedRo
                     std::slice::from_raw_parts_mut((ptrs[0] as *mut i8).add(r * k), k),
                     std::slice::from_raw_parts_mut((ptrs[1] as *mut f32).add(r * kb), kb),
                     std::slice::from_raw_parts_mut((ptrs[2] as *mut i16).add(r * nb), nb),
-                    std::slice::from_raw_parts_mut((ptrs[3] as *mut i32).add(r * ns), ns),
+                    std::slice::from_raw_parts_mut((ptrs[3] as *mut i16).add(r * ns), ns),
                 )
             };
             quantize_row(&x[r * k..(r + 1) * k], qr, dr, br, sr);
@@ -233,7 +234,7 @@ mod tests {
         let q = quantize_rows(&x, 3, 256, 256);
         assert_eq!(q.bsums.len(), 3 * 16);
         assert_eq!(q.bsums[0], q.qs[..16].iter().map(|&v| v as i16).sum::<i16>());
-        assert_eq!(q.sums32[1], q.qs[32..64].iter().map(|&v| v as i32).sum::<i32>());
+        assert_eq!(q.sums32[1] as i32, q.qs[32..64].iter().map(|&v| v as i32).sum::<i32>());
         assert!(q.row_d(1).iter().all(|&d| d != 0.0));
         // The value of largest magnitude maps to ∓127 with the sign convention of ggml.
         let (i, _) = x[256..512].iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();

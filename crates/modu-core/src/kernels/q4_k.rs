@@ -82,7 +82,7 @@ pub(super) fn dot_scalar_k(w: &[u8], bytes: usize, a: &QuantizedRows, r: usize, 
             let hi: i32 = (0..32).map(|l| values(b, j, l).1 as i32 * y[64 * j + 32 + l] as i32).sum();
             sumi += sc[2 * j] as i32 * lo + sc[2 * j + 1] as i32 * hi;
         }
-        let summ: i32 = (0..8).map(|j| mn[j] as i32 * s32[i * 8 + j]).sum();
+        let summ: i32 = (0..8).map(|j| mn[j] as i32 * s32[i * 8 + j] as i32).sum();
         sum += f16(b, 0) * ds[i] * sumi as f32 - f16(b, 2) * ds[i] * summ as f32;
     }
     sum

@@ -1,0 +1,237 @@
+//! Q4_K rows repacked eight at a time, so that one multiply covers several weight rows.
+//!
+//! In GGUF's layout one `maddubs` multiplies 32 values of one row, which are one sub-block, so
+//! every `maddubs` needs its own `madd` with that sub-block's scale. Here the 32 bytes a
+//! `maddubs` reads are 8 values of each of four rows, with eight activation values broadcast
+//! against them; four such products make a sub-block, summed in 16 bits, and one `madd` applies
+//! the four rows' scales. The sums of eight rows then finish as one vector. The bytes are the
+//! same as the file's (144 per block and row), only reordered.
+
+use super::act::QuantizedRows;
+
+/// Bytes of one block of eight rows.
+pub const GROUP_BYTES: usize = 8 * 144;
+
+/// The order of the rows in the lanes of a finished group sum: what `hadd` of the two halves'
+/// sums yields (see [`tile`]). Its own inverse.
+pub const LANE_ROW: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
+
+/// For each group of eight rows `g` and block `b`, at `(g * kb + b) * GROUP_BYTES`:
+/// - bytes 0..16: the eight rows' f16 `d`, in [`LANE_ROW`] order; 16..32: their `dmin`, alike;
+/// - 32..128: the packed 6-bit scales and minimums, as three vectors of eight 32-bit words, word
+///   w of row j at `32 + 32 * w + 4 * j`;
+/// - 128..1152: the nibbles. For chunk i (the file's bytes 32i..32i+32), half h (rows 4h..4h+4)
+///   and piece p, 32 bytes at `128 + ((2i + h) * 4 + p) * 32`: bytes 8p..8p+8 of the chunk for
+///   each of the four rows in turn.
+#[derive(Debug)]
+pub struct Packed {
+    pub kb: usize,
+    buf: super::buf::WeightBuf,
+}
+
+impl Packed {
+    /// `n` must be a multiple of eight. `done` receives the source rows, a few MiB at a time, once
+    /// they are packed.
+    pub fn from_blocks(data: &[u8], n: usize, k: usize, done: &dyn Fn(&[u8])) -> std::io::Result<Self> {
+        debug_assert!(n % 8 == 0);
+        let kb = k / 256;
+        let mut buf = super::buf::WeightBuf::zeroed(n * kb * 144)?;
+        let dst = buf.bytes_mut();
+        let row_bytes = kb * 144;
+        let rows_per_chunk = (super::buf::CHUNK / row_bytes.max(1)).max(1);
+        for (c, src) in data.chunks((rows_per_chunk * row_bytes).max(1)).enumerate() {
+            for (i, row) in src.chunks_exact(row_bytes).enumerate() {
+                let row_index = c * rows_per_chunk + i;
+                let (g, j) = (row_index / 8, row_index % 8);
+                for (b, blk) in row.chunks_exact(144).enumerate() {
+                    let out = &mut dst[(g * kb + b) * GROUP_BYTES..(g * kb + b + 1) * GROUP_BYTES];
+                    place(out, j, blk);
+                }
+            }
+            done(src);
+        }
+        Ok(Self { kb, buf })
+    }
+
+    /// The file's block `b` of row `row`.
+    fn block(&self, row: usize, b: usize) -> [u8; 144] {
+        let (g, j) = (row / 8, row % 8);
+        let at = (g * self.kb + b) * GROUP_BYTES;
+        let src = &self.buf.bytes()[at..at + GROUP_BYTES];
+        let mut blk = [0u8; 144];
+        let l = LANE_ROW[j];
+        blk[0..2].copy_from_slice(&src[2 * l..2 * l + 2]);
+        blk[2..4].copy_from_slice(&src[16 + 2 * l..16 + 2 * l + 2]);
+        for w in 0..3 {
+            blk[4 + 4 * w..8 + 4 * w].copy_from_slice(&src[32 + 32 * w + 4 * j..36 + 32 * w + 4 * j]);
+        }
+        let (h, c) = (j / 4, j % 4);
+        for i in 0..4 {
+            for p in 0..4 {
+                let from = 128 + ((2 * i + h) * 4 + p) * 32 + 8 * c;
+                blk[16 + 32 * i + 8 * p..16 + 32 * i + 8 * p + 8].copy_from_slice(&src[from..from + 8]);
+            }
+        }
+        blk
+    }
+
+    /// Row `row` in the file's layout.
+    pub fn row(&self, row: usize) -> Vec<u8> {
+        (0..self.kb).flat_map(|b| self.block(row, b)).collect()
+    }
+
+    /// Activation rows `rows` against the eight rows of group `g`; `out[r][l]` is weight row
+    /// `8g + LANE_ROW[l]`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `g` must be a group of this matrix.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+        let start = g * self.kb * GROUP_BYTES;
+        assert!(start + self.kb * GROUP_BYTES <= self.buf.bytes().len() && a.blocks_per_row() == self.kb);
+        unsafe { tile(self.buf.bytes().as_ptr().add(start), self.kb, a, rows, out) }
+    }
+}
+
+/// Writes the file's block `blk` of row `j` (0..8) of a group into the group's block `out`.
+fn place(out: &mut [u8], j: usize, blk: &[u8]) {
+    let l = LANE_ROW[j];
+    out[2 * l..2 * l + 2].copy_from_slice(&blk[0..2]);
+    out[16 + 2 * l..16 + 2 * l + 2].copy_from_slice(&blk[2..4]);
+    for w in 0..3 {
+        out[32 + 32 * w + 4 * j..36 + 32 * w + 4 * j].copy_from_slice(&blk[4 + 4 * w..8 + 4 * w]);
+    }
+    let (h, c) = (j / 4, j % 4);
+    for i in 0..4 {
+        for p in 0..4 {
+            let to = 128 + ((2 * i + h) * 4 + p) * 32 + 8 * c;
+            out[to..to + 8].copy_from_slice(&blk[16 + 32 * i + 8 * p..16 + 32 * i + 8 * p + 8]);
+        }
+    }
+}
+
+/// The eight rows' sums per block are exact integers; as in llama.cpp's repacked Q4_K product,
+/// the scaled sums and the scaled minimum terms accumulate separately over the blocks and are
+/// subtracted at the end. Each (activation row, weight row) runs the same instructions whatever
+/// R is, so batching never changes a sequence's numbers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+    use std::arch::x86_64::*;
+    let m4 = _mm256_set1_epi8(0xF);
+    let (k1, k2, k3) = (_mm256_set1_epi32(0x3f3f_3f3f), _mm256_set1_epi32(0x0f0f_0f0f), _mm256_set1_epi32(0x0303_0303));
+    // Picks byte j of rows (0, 1) into the low lane's 16-bit lanes 0..4 and 4..8, and of rows
+    // (2, 3) into the high lane's, from a vector whose two lanes both hold four rows' words.
+    let z = -128i8;
+    #[rustfmt::skip]
+    let pick = _mm256_setr_epi8(
+        0, z, 0, z, 0, z, 0, z, 4, z, 4, z, 4, z, 4, z,
+        8, z, 8, z, 8, z, 8, z, 12, z, 12, z, 12, z, 12, z,
+    );
+    // The minimums of sub-blocks (2q, 2q + 1) of each row as two 16-bit values per 32-bit lane.
+    let pair_lo = _mm256_setr_epi8(0, z, 1, z, 4, z, 5, z, 8, z, 9, z, 12, z, 13, z, 0, z, 1, z, 4, z, 5, z, 8, z, 9, z, 12, z, 13, z);
+    let pair_hi = _mm256_add_epi8(pair_lo, _mm256_set1_epi8(2));
+    let lane_row = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc_min = [_mm256_setzero_ps(); R];
+    let yq: [*const i8; R] = std::array::from_fn(|r| a.row_qs(rows[r]).as_ptr());
+    let yd: [*const f32; R] = std::array::from_fn(|r| a.row_d(rows[r]).as_ptr());
+    let ys: [*const i16; R] = std::array::from_fn(|r| a.row_sums32(rows[r]).as_ptr());
+    for b in 0..kb {
+        let blk = blocks.add(b * GROUP_BYTES);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i));
+        let word = blk.add(32) as *const __m256i;
+        let (u0, u1, u2) = (_mm256_loadu_si256(word), _mm256_loadu_si256(word.add(1)), _mm256_loadu_si256(word.add(2)));
+        // ggml's 6-bit unpacking, eight rows at once: scales of sub-blocks 0..4 and 4..8, then
+        // the minimums, one row per 32-bit lane in row order.
+        macro_rules! hi2 {
+            ($v:expr) => {
+                _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32($v, 6), k3), 4)
+            };
+        }
+        let sc = [_mm256_and_si256(u0, k1), _mm256_or_si256(_mm256_and_si256(u2, k2), hi2!(u0))];
+        let mn = [
+            _mm256_permutevar8x32_epi32(_mm256_and_si256(u1, k1), lane_row),
+            _mm256_permutevar8x32_epi32(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), k2), hi2!(u1)), lane_row),
+        ];
+        let mins = [
+            _mm256_shuffle_epi8(mn[0], pair_lo),
+            _mm256_shuffle_epi8(mn[0], pair_hi),
+            _mm256_shuffle_epi8(mn[1], pair_lo),
+            _mm256_shuffle_epi8(mn[1], pair_hi),
+        ];
+        let mut sumi = [[_mm256_setzero_si256(); R]; 2];
+        for (h, sumi) in sumi.iter_mut().enumerate() {
+            let scales = if h == 0 {
+                [_mm256_permute2x128_si256(sc[0], sc[0], 0x00), _mm256_permute2x128_si256(sc[1], sc[1], 0x00)]
+            } else {
+                [_mm256_permute2x128_si256(sc[0], sc[0], 0x11), _mm256_permute2x128_si256(sc[1], sc[1], 0x11)]
+            };
+            for i in 0..4 {
+                let q = blk.add(128 + (2 * i + h) * 128);
+                for nib in 0..2 {
+                    let j = 2 * i + nib;
+                    let s = _mm256_shuffle_epi8(scales[j / 4], _mm256_add_epi8(pick, _mm256_set1_epi8((j % 4) as i8)));
+                    let mut w = [_mm256_setzero_si256(); 4];
+                    for (p, w) in w.iter_mut().enumerate() {
+                        let raw = _mm256_loadu_si256(q.add(32 * p) as *const __m256i);
+                        *w = if nib == 0 { _mm256_and_si256(raw, m4) } else { _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4) };
+                    }
+                    for r in 0..R {
+                        let y = yq[r].add(b * 256 + 64 * i + 32 * nib);
+                        macro_rules! x {
+                            ($p:expr) => {
+                                _mm256_set1_epi64x(std::ptr::read_unaligned(y.add(8 * $p) as *const i64))
+                            };
+                        }
+                        // Each 16-bit lane sums two products of at most 15 * 127; four such
+                        // sums stay below 2^15.
+                        let t = _mm256_add_epi16(
+                            _mm256_add_epi16(_mm256_maddubs_epi16(w[0], x!(0)), _mm256_maddubs_epi16(w[1], x!(1))),
+                            _mm256_add_epi16(_mm256_maddubs_epi16(w[2], x!(2)), _mm256_maddubs_epi16(w[3], x!(3))),
+                        );
+                        sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(t, s));
+                    }
+                }
+            }
+        }
+        for r in 0..R {
+            // Rows (0, 1, 4, 5 | 2, 3, 6, 7): the lane order of `LANE_ROW`.
+            let s = _mm256_hadd_epi32(sumi[0][r], sumi[1][r]);
+            // Σ_j min_j * (sum of the activations of sub-block j), two sub-blocks per madd.
+            let y = ys[r].add(b * 8) as *const i32;
+            macro_rules! x {
+                ($q:expr) => {
+                    _mm256_set1_epi32(std::ptr::read_unaligned(y.add($q)))
+                };
+            }
+            let summ = _mm256_add_epi32(
+                _mm256_add_epi32(_mm256_madd_epi16(mins[0], x!(0)), _mm256_madd_epi16(mins[1], x!(1))),
+                _mm256_add_epi32(_mm256_madd_epi16(mins[2], x!(2)), _mm256_madd_epi16(mins[3], x!(3))),
+            );
+            let dy = _mm256_set1_ps(*yd[r].add(b));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(s), acc[r]);
+            acc_min[r] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(summ), acc_min[r]);
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(out[r].as_mut_ptr(), _mm256_sub_ps(acc[r], acc_min[r]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte of every row's blocks comes back from the packed layout where it was put.
+    #[test]
+    fn packing_round_trips() {
+        let (n, kb) = (16, 3);
+        let data: Vec<u8> = (0..n * kb * 144).map(|i| (i * 2654435761usize >> 7) as u8).collect();
+        let p = Packed::from_blocks(&data, n, kb * 256, &|_| {}).unwrap();
+        for row in 0..n {
+            assert_eq!(p.row(row), data[row * kb * 144..(row + 1) * kb * 144], "row {row}");
+        }
+    }
+}
