@@ -68,18 +68,21 @@ pub fn load_with(path: &Path, device: &Device, opts: LoadOptions) -> Result<Load
 /// Loads a model with a LoRA adapter (PEFT layout) merged into its adapted projections, which
 /// then run in f32.
 pub fn load_adapted(path: &Path, adapter: Option<&Path>, device: &Device, opts: LoadOptions) -> Result<LoadedModel> {
-    let (base, path) = open_checkpoint(path)?;
+    let (mut base, path) = open_checkpoint(path)?;
+    let architecture = base.architecture().map_err(|_| crate::Error::Metadata("missing general.architecture".into()))?;
+    if !models::SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
+        return Err(crate::Error::UnknownArchitecture(architecture));
+    }
+    // An adapter changes weights only: the tokenizer is the base model's. Its arrays are freed
+    // before the weights load, so they never count towards the peak memory.
+    let tokenizer = Tokenizer::from_checkpoint(base.as_ref())?;
+    base.release_tokenizer_metadata();
     let adapter = adapter.map(|dir| crate::train::lora::Adapter::load(dir, base.as_ref(), &Device::Cpu)).transpose()?;
     let merged = adapter.as_ref().map(|a| crate::train::lora::Merged::new(base.as_ref(), a)).transpose()?;
     let ckpt: &dyn Checkpoint = match &merged {
         Some(m) => m,
         None => base.as_ref(),
     };
-    let architecture = ckpt.architecture().map_err(|_| crate::Error::Metadata("missing general.architecture".into()))?;
-    if !models::SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
-        return Err(crate::Error::UnknownArchitecture(architecture));
-    }
-    let tokenizer = Tokenizer::from_checkpoint(ckpt)?;
     let model = models::from_checkpoint(ckpt, device, opts)?;
     let chat_template_source = chat_template_source(&tokenizer, &architecture);
     let file_bytes = if path.is_dir() {

@@ -199,7 +199,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         _ => None,
     };
     let bandwidth = if args.bandwidth { Some(read_bandwidth(threads)?) } else { None };
-    let kv_bytes = info.kv_bytes_per_token as u64 * args.n_prompt.max(args.n_gen) as u64;
+    let kv_bytes = info.kv_bytes(args.n_prompt.max(args.n_gen));
     let rss_budget = (loaded.file_bytes + kv_bytes) as f64 * 1.1;
     let name = loaded.path.file_name().and_then(|n| n.to_str()).unwrap_or("model").to_string();
 
@@ -258,7 +258,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     println!(
-        "KV cache: {} bytes per token ({} layers; sliding-window layers hold a fixed window and add none)",
+        "KV cache: {} bytes per token ({} layers; sliding-window layers hold at most their window)",
         info.kv_bytes_per_token, info.n_layers
     );
     Ok(())

@@ -10,6 +10,12 @@ use candle_core::Device;
 
 use crate::error::{Error, Result};
 
+/// The metadata key of the token texts.
+pub const TOKENS: &str = "tokenizer.ggml.tokens";
+
+/// The metadata keys whose arrays only the tokenizer reads.
+pub const TOKENIZER_ARRAYS: [&str; 4] = [TOKENS, "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges"];
+
 pub trait Checkpoint: Sync {
     fn metadata(&self) -> &HashMap<String, Value>;
     /// Every tensor name, sorted.
@@ -32,6 +38,13 @@ pub trait Checkpoint: Sync {
     /// Lets the memory behind bytes lent by [`Checkpoint::matmul_blocks`] go (a mapped file's
     /// pages, which are read again if touched); anything else is left alone.
     fn drop_pages(&self, _bytes: &[u8]) {}
+    /// The length of `tokenizer.ggml.tokens`, also after [`Checkpoint::release_tokenizer_metadata`].
+    fn token_count(&self) -> Option<usize> {
+        self.metadata().get(TOKENS).and_then(|v| if let Value::Array(a) = v { Some(a.len()) } else { None })
+    }
+    /// Frees the tokenizer's arrays (token texts, scores, types, merges) once the tokenizer is
+    /// built: for a vocabulary of 262k tokens they hold tens of MB while the weights load.
+    fn release_tokenizer_metadata(&mut self) {}
     /// A stacked tensor [n, ...] split along its first dimension (one matrix per expert).
     fn tensor_split(&self, name: &str, device: &Device) -> Result<Vec<QTensor>>;
 

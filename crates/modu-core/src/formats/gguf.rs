@@ -24,6 +24,8 @@ pub struct GgufFile {
     pub path: PathBuf,
     pub content: Content,
     map: memmap2::Mmap,
+    /// The token list's length, kept when the list itself is released.
+    token_count: Option<usize>,
 }
 
 fn gguf_err(msg: impl Into<String>) -> Error {
@@ -422,7 +424,11 @@ impl GgufFile {
             },
             other => other,
         })?;
-        Ok(Self { path: path.to_path_buf(), content, map })
+        let token_count = match content.metadata.get(super::checkpoint::TOKENS) {
+            Some(Value::Array(a)) => Some(a.len()),
+            _ => None,
+        };
+        Ok(Self { path: path.to_path_buf(), content, map, token_count })
     }
 
     fn raw(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
@@ -489,6 +495,17 @@ impl GgufFile {
 impl Checkpoint for GgufFile {
     fn metadata(&self) -> &HashMap<String, Value> {
         &self.content.metadata
+    }
+
+    fn token_count(&self) -> Option<usize> {
+        self.token_count
+    }
+
+    fn release_tokenizer_metadata(&mut self) {
+        for key in super::checkpoint::TOKENIZER_ARRAYS {
+            self.content.metadata.remove(key);
+        }
+        self.content.metadata.shrink_to_fit();
     }
 
     fn tensor_names(&self) -> Vec<String> {

@@ -112,6 +112,12 @@ impl Config {
         growing * 2 * self.n_kv_heads * self.head_dim * kv_dtype.size_in_bytes()
     }
 
+    /// (window, KV bytes per token) of each sliding layer.
+    pub fn kv_windows(&self, kv_dtype: candle_core::DType) -> Vec<(usize, usize)> {
+        let per_token = 2 * self.n_kv_heads * self.head_dim * kv_dtype.size_in_bytes();
+        (0..self.n_layers).filter_map(|i| self.window(i)).map(|w| (w, per_token)).collect()
+    }
+
     /// The attention window of a layer: the configured one on sliding layers, none on global ones.
     pub fn window(&self, layer: usize) -> Option<usize> {
         if self.sliding_layers[layer] {
@@ -192,6 +198,7 @@ pub fn build(cfg: &Config, g: &dyn Checkpoint, device: &Device, opts: LoadOption
         vocab_size: cfg.vocab_size,
         context_length: cfg.context_length,
         kv_bytes_per_token: cfg.kv_bytes_per_token(opts.kv_dtype),
+        kv_windows: cfg.kv_windows(opts.kv_dtype),
     };
     Decoder::new(&w, layers, cfg.rms_eps, None, info)
 }

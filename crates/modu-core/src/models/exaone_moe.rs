@@ -267,6 +267,7 @@ pub fn from_checkpoint(g: &dyn Checkpoint, device: &Device, opts: LoadOptions) -
         vocab_size: b.vocab_size,
         context_length: b.context_length,
         kv_bytes_per_token: b.kv_bytes_per_token(opts.kv_dtype),
+        kv_windows: b.kv_windows(opts.kv_dtype),
     };
     Decoder::new(&w, layers, b.rms_eps, None, info)
 }

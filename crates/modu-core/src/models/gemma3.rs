@@ -127,6 +127,10 @@ pub fn from_checkpoint(g: &dyn Checkpoint, device: &Device, opts: LoadOptions) -
             * cfg.n_kv_heads
             * cfg.head_dim
             * opts.kv_dtype.size_in_bytes(),
+        kv_windows: (0..cfg.n_layers)
+            .filter(|&i| cfg.is_sliding(i))
+            .map(|_| (cfg.sliding_window, 2 * cfg.n_kv_heads * cfg.head_dim * opts.kv_dtype.size_in_bytes()))
+            .collect(),
     };
     Decoder::new(&w, layers, cfg.rms_eps, Some((cfg.hidden_size as f64).sqrt()), info)
 }

@@ -132,6 +132,7 @@ pub fn new(cfg: &Config, g: &dyn Checkpoint, device: &Device, opts: LoadOptions)
         vocab_size: cfg.vocab_size,
         context_length: cfg.context_length,
         kv_bytes_per_token: cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * opts.kv_dtype.size_in_bytes(),
+        kv_windows: Vec::new(),
     };
     Decoder::new(&w, layers, cfg.rms_eps, None, info)
 }

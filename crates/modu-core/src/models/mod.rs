@@ -23,8 +23,19 @@ pub struct ModelInfo {
     pub hidden_size: usize,
     pub vocab_size: usize,
     pub context_length: usize,
-    /// K and V bytes added per token across all layers.
+    /// K and V bytes added per token across the layers that keep every token.
     pub kv_bytes_per_token: usize,
+    /// (window, K and V bytes per token) of each sliding-window layer, which keeps at most its
+    /// window.
+    pub kv_windows: Vec<(usize, usize)>,
+}
+
+impl ModelInfo {
+    /// K and V bytes held after `tokens` tokens.
+    pub fn kv_bytes(&self, tokens: usize) -> u64 {
+        let windows: u64 = self.kv_windows.iter().map(|&(w, b)| (w.min(tokens) * b) as u64).sum();
+        self.kv_bytes_per_token as u64 * tokens as u64 + windows
+    }
 }
 
 /// Which logits a forward pass returns.
@@ -120,9 +131,12 @@ pub(crate) fn meta_f32_or(gguf: &dyn Checkpoint, arch: &str, key: &str, default:
 
 /// Vocabulary size: the token list's length, as llama.cpp takes it.
 pub(crate) fn vocab_size(gguf: &dyn Checkpoint) -> Result<usize> {
+    if gguf.get(crate::formats::checkpoint::TOKENS).is_some() {
+        // A present key that is not an array is an error.
+        gguf.get_array(crate::formats::checkpoint::TOKENS)?;
+    }
     let n = gguf
-        .get_array("tokenizer.ggml.tokens")?
-        .map(|a| a.len())
+        .token_count()
         .or(gguf.tensor_dims("token_embd.weight").map(|d| d[0]))
         .ok_or_else(|| Error::Metadata("no tokenizer.ggml.tokens and no token_embd.weight".into()))?;
     check_range("vocabulary size", n, 1 << 24)

@@ -466,6 +466,9 @@ impl Checkpoint for Merged<'_> {
     fn metadata(&self) -> &HashMap<String, candle_core::quantized::gguf_file::Value> {
         self.base.metadata()
     }
+    fn token_count(&self) -> Option<usize> {
+        self.base.token_count()
+    }
     fn tensor_names(&self) -> Vec<String> {
         self.base.tensor_names()
     }
