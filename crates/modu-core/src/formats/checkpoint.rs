@@ -28,8 +28,9 @@ pub trait Checkpoint: Sync {
     fn tensor_for_matmul(&self, name: &str, device: &Device) -> Result<QTensor> {
         self.tensor(name, device)
     }
-    /// The stored blocks of a matrix, without a copy where the checkpoint can lend them, in the
-    /// type [`Checkpoint::tensor_for_matmul`] would give; None where this checkpoint has no such
+    /// The stored blocks of a matrix, without a copy where the checkpoint can lend them: in their
+    /// own type where the CPU kernels take it, else in the type [`Checkpoint::tensor_for_matmul`]
+    /// would give; None where this checkpoint has no such
     /// view (then `tensor_for_matmul` is used). Pass what has been copied to
     /// [`Checkpoint::drop_pages`].
     fn matmul_blocks(&self, _name: &str) -> Result<Option<(candle_core::quantized::GgmlDType, std::borrow::Cow<'_, [u8]>)>> {

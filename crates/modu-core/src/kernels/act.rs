@@ -8,7 +8,8 @@
 //! `d = 1 / iscale`. Both round half to even, in the scalar and the AVX2 code alike.
 
 /// `m` rows of activations in blocks of `block` values: `qs[m * k]`, `d[m * k / block]`, and for
-/// super-blocks of 256 the sums of each 16 values (`bsums`) and of each 32 (`sums32`).
+/// super-blocks of 256 the sums of each 16 values (`bsums`); for both, the sums of each 32
+/// (`sums32`).
 #[derive(Debug, Default)]
 pub struct QuantizedRows {
     pub k: usize,
@@ -56,7 +57,7 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize, block: usize) -> QuantizedRo
         qs: vec![0; m * k],
         d: vec![0.0; m * kb],
         bsums: vec![0; if sums { m * k / 16 } else { 0 }],
-        sums32: vec![0; if sums { m * k / 32 } else { 0 }],
+        sums32: vec![0; m * k / 32],
     };
     let quantize_row = |xr: &[f32], qr: &mut [i8], dr: &mut [f32], br: &mut [i16], sr: &mut [i16]| {
         for ((xb, qb), d) in xr.chunks_exact(block).zip(qr.chunks_exact_mut(block)).zip(dr.iter_mut()) {
@@ -70,9 +71,13 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize, block: usize) -> QuantizedRo
                 // At most 32 * 127: fits.
                 *s = p[0] + p[1];
             }
+        } else {
+            for (g, s) in qr.chunks_exact(32).zip(sr.iter_mut()) {
+                *s = g.iter().map(|&v| v as i16).sum();
+            }
         }
     };
-    let (nb, ns) = (if sums { k / 16 } else { 0 }, if sums { k / 32 } else { 0 });
+    let (nb, ns) = (if sums { k / 16 } else { 0 }, k / 32);
     let ptrs = [
         out.qs.as_mut_ptr() as usize,
         out.d.as_mut_ptr() as usize,

@@ -16,6 +16,7 @@ pub mod attention;
 mod buf;
 mod q4_k;
 mod q4_k_x8;
+mod q5_0;
 mod q5_k;
 mod q6_k;
 pub mod q8_0;
@@ -81,6 +82,7 @@ mod avx2 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QFormat {
     Q8_0,
+    Q5_0,
     Q4K,
     Q5K,
     Q6K,
@@ -90,6 +92,7 @@ impl QFormat {
     pub fn of(dtype: GgmlDType) -> Option<Self> {
         match dtype {
             GgmlDType::Q8_0 => Some(Self::Q8_0),
+            GgmlDType::Q5_0 => Some(Self::Q5_0),
             GgmlDType::Q4K => Some(Self::Q4K),
             GgmlDType::Q5K => Some(Self::Q5K),
             GgmlDType::Q6K => Some(Self::Q6K),
@@ -100,6 +103,7 @@ impl QFormat {
     fn block(self) -> (usize, usize) {
         match self {
             Self::Q8_0 => (32, 34),
+            Self::Q5_0 => (32, q5_0::BYTES),
             Self::Q4K => (q4_k::Q4K::BLOCK, q4_k::Q4K::BYTES),
             Self::Q5K => (q5_k::Q5K::BLOCK, q5_k::Q5K::BYTES),
             Self::Q6K => (q6_k::Q6K::BLOCK, q6_k::Q6K::BYTES),
@@ -122,6 +126,7 @@ enum Storage {
     Blocks(buf::WeightBuf),
     Q8x4(q8_0::Packed),
     Q4Kx8(q4_k_x8::Packed),
+    Q5x8(q5_0::Packed),
 }
 
 impl QMatrix {
@@ -155,6 +160,15 @@ impl QMatrix {
             QFormat::Q4K if n % 8 == 0 && has_avx2() => {
                 Storage::Q4Kx8(q4_k_x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
             }
+            QFormat::Q5_0 if n % 8 == 0 && has_avx2() => {
+                Storage::Q5x8(q5_0::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
+            }
+            QFormat::Q5_0 => {
+                // Re-encoded losslessly as Q8_0, whose kernels serve any shape.
+                let q8 = crate::formats::requant::to_q8_0_bytes(GgmlDType::Q5_0, data)?;
+                done(data);
+                return Ok(Self { format: QFormat::Q8_0, n, k, storage: Storage::Q8x4(q8_0::Packed::from_blocks(&q8, n, k, &|_| {}).map_err(io_error)?) });
+            }
             _ => Storage::Blocks(buf::WeightBuf::from_bytes(data, done).map_err(io_error)?),
         };
         Ok(Self { format, n, k, storage })
@@ -175,6 +189,11 @@ impl QMatrix {
         match (&self.storage, self.format) {
             (Storage::Q8x4(p), _) => p.dequantize_row(i, out),
             (Storage::Q4Kx8(p), _) => dequantize::<q4_k::Q4K>(&p.row(i), out),
+            (Storage::Q5x8(p), _) => {
+                for (b, o) in p.row(i).chunks_exact(q5_0::BYTES).zip(out.chunks_exact_mut(32)) {
+                    q5_0::dequantize_block(b, o);
+                }
+            }
             (Storage::Blocks(d), QFormat::Q4K) => dequantize::<q4_k::Q4K>(&d.bytes()[i * rb..(i + 1) * rb], out),
             (Storage::Blocks(d), QFormat::Q5K) => dequantize::<q5_k::Q5K>(&d.bytes()[i * rb..(i + 1) * rb], out),
             (Storage::Blocks(d), _) => dequantize::<q6_k::Q6K>(&d.bytes()[i * rb..(i + 1) * rb], out),
@@ -192,7 +211,8 @@ impl QMatrix {
         let (n, k) = (self.n, self.k);
         match (&self.storage, self.format) {
             (Storage::Q8x4(p), _) => matmul_q8x4(p, n, k, x, m, out, simd),
-            (Storage::Q4Kx8(p), _) => matmul_q4kx8(p, n, k, x, m, out, simd),
+            (Storage::Q4Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
+            (Storage::Q5x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Blocks(d), QFormat::Q4K) => matmul::<q4_k::Q4K>(d.bytes(), n, k, x, m, out, simd),
             (Storage::Blocks(d), QFormat::Q5K) => matmul::<q5_k::Q5K>(d.bytes(), n, k, x, m, out, simd),
             (Storage::Blocks(d), _) => matmul::<q6_k::Q6K>(d.bytes(), n, k, x, m, out, simd),
@@ -286,9 +306,52 @@ fn spread(items: usize, macs: usize, f: impl Fn(std::ops::Range<usize>) + Sync) 
     }
 }
 
-/// Q4_K rows interleaved in groups of eight (n a multiple of eight).
-fn matmul_q4kx8(p: &q4_k_x8::Packed, n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
-    let a = act::quantize_rows(x, m, k, 256);
+/// Weight rows interleaved eight at a time (n a multiple of eight); see `q4_k_x8`.
+trait Interleaved: Sync {
+    /// Activation block size.
+    const ACT_BLOCK: usize;
+    /// Row `c` in the file's layout.
+    fn row(&self, c: usize) -> Vec<u8>;
+    /// The definition: a row in the file's layout against activation row `r`.
+    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32;
+    /// Activation rows `rows` against the eight rows of group `g`, in `q4_k_x8::LANE_ROW` order.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C; `g` is a group of this matrix.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]);
+}
+
+impl Interleaved for q4_k_x8::Packed {
+    const ACT_BLOCK: usize = 256;
+    fn row(&self, c: usize) -> Vec<u8> {
+        self.row(c)
+    }
+    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
+        q4_k::Q4K::dot_scalar(row, a, r)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+        unsafe { self.tile_avx2(g, a, rows, out) }
+    }
+}
+
+impl Interleaved for q5_0::Packed {
+    const ACT_BLOCK: usize = 32;
+    fn row(&self, c: usize) -> Vec<u8> {
+        self.row(c)
+    }
+    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
+        q5_0::dot_scalar(row, a, r)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+        unsafe { self.tile_avx2(g, a, rows, out) }
+    }
+}
+
+fn matmul_x8<P: Interleaved>(p: &P, n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
+    let a = act::quantize_rows(x, m, k, P::ACT_BLOCK);
     let out = Out { ptr: out.as_mut_ptr(), n };
     const GROUPS_PER_ITEM: usize = COLS_PER_ITEM / 8;
     let groups = n / 8;
@@ -299,7 +362,7 @@ fn matmul_q4kx8(p: &q4_k_x8::Packed, n: usize, k: usize, x: &[f32], m: usize, ou
                     let row = p.row(c);
                     for r in 0..m {
                         // SAFETY: each (row, column) of `out` is written by exactly one work item.
-                        unsafe { out.put(r, c, q4_k::Q4K::dot_scalar(&row, &a, r)) };
+                        unsafe { out.put(r, c, P::dot_scalar(&row, &a, r)) };
                     }
                 }
                 continue;
@@ -319,8 +382,8 @@ fn matmul_q4kx8(p: &q4_k_x8::Packed, n: usize, k: usize, x: &[f32], m: usize, ou
 /// # Safety
 /// AVX2, FMA and F16C; no other thread writes these columns of `out`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn group_avx2(p: &q4_k_x8::Packed, g: usize, a: &QuantizedRows, m: usize, out: Out) {
-    unsafe fn rows_tile<const R: usize>(p: &q4_k_x8::Packed, g: usize, a: &QuantizedRows, r0: usize, out: Out) {
+unsafe fn group_avx2<P: Interleaved>(p: &P, g: usize, a: &QuantizedRows, m: usize, out: Out) {
+    unsafe fn rows_tile<P: Interleaved, const R: usize>(p: &P, g: usize, a: &QuantizedRows, r0: usize, out: Out) {
         let mut o = [[0f32; 8]; R];
         unsafe {
             p.tile_avx2::<R>(g, a, std::array::from_fn(|i| r0 + i), &mut o);
@@ -334,17 +397,17 @@ unsafe fn group_avx2(p: &q4_k_x8::Packed, g: usize, a: &QuantizedRows, m: usize,
     let mut r = 0;
     unsafe {
         while r + 8 <= m {
-            rows_tile::<8>(p, g, a, r, out);
+            rows_tile::<P, 8>(p, g, a, r, out);
             r += 8;
         }
         match m - r {
-            7 => rows_tile::<7>(p, g, a, r, out),
-            6 => rows_tile::<6>(p, g, a, r, out),
-            5 => rows_tile::<5>(p, g, a, r, out),
-            4 => rows_tile::<4>(p, g, a, r, out),
-            3 => rows_tile::<3>(p, g, a, r, out),
-            2 => rows_tile::<2>(p, g, a, r, out),
-            1 => rows_tile::<1>(p, g, a, r, out),
+            7 => rows_tile::<P, 7>(p, g, a, r, out),
+            6 => rows_tile::<P, 6>(p, g, a, r, out),
+            5 => rows_tile::<P, 5>(p, g, a, r, out),
+            4 => rows_tile::<P, 4>(p, g, a, r, out),
+            3 => rows_tile::<P, 3>(p, g, a, r, out),
+            2 => rows_tile::<P, 2>(p, g, a, r, out),
+            1 => rows_tile::<P, 1>(p, g, a, r, out),
             _ => {}
         }
     }
@@ -469,19 +532,27 @@ mod tests {
         (QMatrix::from_qtensor(&q).unwrap().unwrap(), reference)
     }
 
-    const TYPES: [GgmlDType; 4] = [GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K];
+    const TYPES: [GgmlDType; 5] = [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K];
+
+    fn act_block(dtype: GgmlDType) -> usize {
+        if matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0) {
+            32
+        } else {
+            256
+        }
+    }
 
     /// Our block decoding equals candle's dequantization for every type: catches a misread
     /// layout (nibble order, 6-bit scale packing, the Q6_K high-bit pairs).
     #[test]
     fn dequantized_rows_equal_candles() {
-        for dtype in TYPES {
-            let (n, k) = (5, 512);
+        for (dtype, n) in TYPES.into_iter().flat_map(|t| [(t, 5), (t, 8)]) {
+            let k = 512;
             let (qm, reference) = quantized(dtype, n, k, 7);
             let mut row = vec![0f32; k];
             for i in 0..n {
                 qm.dequantize_row(i, &mut row);
-                assert_eq!(row, reference[i * k..(i + 1) * k], "{dtype:?} row {i}");
+                assert_eq!(row, reference[i * k..(i + 1) * k], "{dtype:?} n={n} row {i}");
             }
         }
     }
@@ -496,7 +567,7 @@ mod tests {
                 let (qm, wf) = quantized(dtype, n, k, n as u64 * 31 + k as u64);
                 for m in [1, 2, 3, 4, 5, 6, 7, 8, 9, 17] {
                     let x = random(m * k, 99 + m as u64);
-                    let a = act::quantize_rows(&x, m, k, if dtype == GgmlDType::Q8_0 { 32 } else { 256 });
+                    let a = act::quantize_rows(&x, m, k, act_block(dtype));
                     let xq: Vec<f64> = (0..m * k).map(|i| a.qs[i] as f64 * a.d[i / a.block] as f64).collect();
                     for simd in [false, true] {
                         if simd && !has_avx2() {
@@ -539,15 +610,22 @@ mod tests {
         }
     }
 
-    /// Q4_K matrices whose rows come in whole groups of eight are interleaved where the AVX2
-    /// tile runs, so the tests above cover both layouts (n = 16 and 48 interleaved, the others
-    /// not).
+    /// Q4_K and Q5_0 matrices whose rows come in whole groups of eight are interleaved where the
+    /// AVX2 tile runs (other Q5_0 shapes become Q8_0), so the tests above cover every layout
+    /// (n = 8, 16 and 48 interleaved, the others not).
     #[test]
-    fn q4_k_layout_follows_the_row_count() {
-        let interleaved = |n| matches!(quantized(GgmlDType::Q4K, n, 256, 1).0.storage, Storage::Q4Kx8(_));
-        assert_eq!(interleaved(16), has_avx2());
-        assert!(!interleaved(7));
-        assert!(!interleaved(37));
+    fn layout_follows_the_row_count() {
+        let storage = |dtype, n| match quantized(dtype, n, 256, 1).0.storage {
+            Storage::Blocks(_) => "blocks",
+            Storage::Q8x4(_) => "q8x4",
+            Storage::Q4Kx8(_) => "q4kx8",
+            Storage::Q5x8(_) => "q5x8",
+        };
+        let avx2 = has_avx2();
+        assert_eq!(storage(GgmlDType::Q4K, 16), if avx2 { "q4kx8" } else { "blocks" });
+        assert_eq!(storage(GgmlDType::Q4K, 7), "blocks");
+        assert_eq!(storage(GgmlDType::Q5_0, 16), if avx2 { "q5x8" } else { "q8x4" });
+        assert_eq!(storage(GgmlDType::Q5_0, 37), "q8x4");
     }
 
     #[test]
@@ -568,7 +646,7 @@ mod speed {
     #[ignore]
     fn kernel_speed() {
         use candle_core::{Device, Tensor};
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0] {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0, GgmlDType::Q5_0] {
             let (n, k) = (2048, 2048);
             let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
             let qm = QMatrix::from_qtensor(&QTensor::quantize(&w, dtype).unwrap()).unwrap().unwrap();

@@ -1,0 +1,202 @@
+//! Q5_0: blocks of 32 5-bit weights (22 bytes): f16 d, 32 high bits (bit i completes value i),
+//! then 16 bytes whose low nibbles are values 0..16 and high nibbles values 16..32.
+//! Value = d * (q - 16).
+//!
+//! Rows whose count is a multiple of eight are interleaved eight at a time ([`Packed`]), as
+//! Q4_K's are: one `maddubs` covers 8 values of four rows, and since a product pair is at most
+//! 2 * 31 * 127, the four products of a block sum in 16 bits before one `madd`. The -16 offset
+//! is taken once per block from the activations' 32-value sums. Other shapes are re-encoded as
+//! Q8_0 (`formats::requant`).
+
+use super::act::QuantizedRows;
+use super::q4_k_x8::LANE_ROW;
+
+pub const BYTES: usize = 22;
+/// Bytes of one block of eight rows.
+const GROUP_BYTES: usize = 8 * BYTES;
+
+fn d(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// The unsigned 5-bit value `i` (0..32) of a block.
+fn value(b: &[u8], i: usize) -> i32 {
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    let q = b[6 + i % 16];
+    let nibble = if i < 16 { q & 0xF } else { q >> 4 };
+    (nibble as u32 | ((qh >> i) & 1) << 4) as i32
+}
+
+/// The definition of a block's values.
+pub fn dequantize_block(b: &[u8], out: &mut [f32]) {
+    for (i, o) in out[..32].iter_mut().enumerate() {
+        *o = d(b) * (value(b, i) - 16) as f32;
+    }
+}
+
+/// The definition: a row of blocks against activation row `r` (blocks of 32).
+pub fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
+    let (qs, ds) = (a.row_qs(r), a.row_d(r));
+    let mut sum = 0f32;
+    for (i, b) in w.chunks_exact(BYTES).enumerate() {
+        let s: i32 = (0..32).map(|j| (value(b, j) - 16) * qs[32 * i + j] as i32).sum();
+        sum += d(b) * ds[i] * s as f32;
+    }
+    sum
+}
+
+/// For each group of eight rows `g` and block `b`, at `(g * kb + b) * GROUP_BYTES`:
+/// - bytes 0..16: the eight rows' f16 `d`, in [`LANE_ROW`] order;
+/// - 16..48: their 32-bit high-bit words, rows 0..8 in order;
+/// - 48..176: the nibbles. For half h (rows 4h..4h+4) and piece p (0..2), 32 bytes at
+///   `48 + (2h + p) * 32`: bytes 8p..8p+8 of each of the four rows' 16 in turn.
+#[derive(Debug)]
+pub struct Packed {
+    pub kb: usize,
+    buf: super::buf::WeightBuf,
+}
+
+impl Packed {
+    /// `n` must be a multiple of eight. `done` receives the source rows, a few MiB at a time, once
+    /// they are packed.
+    pub fn from_blocks(data: &[u8], n: usize, k: usize, done: &dyn Fn(&[u8])) -> std::io::Result<Self> {
+        debug_assert!(n % 8 == 0);
+        let kb = k / 32;
+        let mut buf = super::buf::WeightBuf::zeroed(n * kb * BYTES)?;
+        let dst = buf.bytes_mut();
+        let row_bytes = kb * BYTES;
+        let rows_per_chunk = (super::buf::CHUNK / row_bytes.max(1)).max(1);
+        for (c, src) in data.chunks((rows_per_chunk * row_bytes).max(1)).enumerate() {
+            for (i, row) in src.chunks_exact(row_bytes).enumerate() {
+                let row_index = c * rows_per_chunk + i;
+                let (g, j) = (row_index / 8, row_index % 8);
+                for (b, blk) in row.chunks_exact(BYTES).enumerate() {
+                    let at = (g * kb + b) * GROUP_BYTES;
+                    for (to, from) in places(j) {
+                        dst[at + to.start..at + to.end].copy_from_slice(&blk[from]);
+                    }
+                }
+            }
+            done(src);
+        }
+        Ok(Self { kb, buf })
+    }
+
+    /// Row `row` in the file's layout.
+    pub fn row(&self, row: usize) -> Vec<u8> {
+        let (g, j) = (row / 8, row % 8);
+        let mut out = vec![0u8; self.kb * BYTES];
+        for (b, blk) in out.chunks_exact_mut(BYTES).enumerate() {
+            let at = (g * self.kb + b) * GROUP_BYTES;
+            for (to, from) in places(j) {
+                blk[from].copy_from_slice(&self.buf.bytes()[at + to.start..at + to.end]);
+            }
+        }
+        out
+    }
+
+    /// Activation rows `rows` against the eight rows of group `g`; `out[r][l]` is weight row
+    /// `8g + LANE_ROW[l]`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `g` must be a group of this matrix.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+        let start = g * self.kb * GROUP_BYTES;
+        assert!(start + self.kb * GROUP_BYTES <= self.buf.bytes().len() && a.blocks_per_row() == self.kb && a.block == 32);
+        unsafe { tile(self.buf.bytes().as_ptr().add(start), self.kb, a, rows, out) }
+    }
+}
+
+/// Where the parts of row `j`'s block go in its group's block: (packed range, block range).
+fn places(j: usize) -> [(std::ops::Range<usize>, std::ops::Range<usize>); 4] {
+    let (l, h, c) = (LANE_ROW[j], j / 4, j % 4);
+    let qs = |p: usize| 48 + (2 * h + p) * 32 + 8 * c;
+    [
+        (2 * l..2 * l + 2, 0..2),
+        (16 + 4 * j..20 + 4 * j, 2..6),
+        (qs(0)..qs(0) + 8, 6..14),
+        (qs(1)..qs(1) + 8, 14..22),
+    ]
+}
+
+/// Each block's eight sums are exact integers, then scaled and accumulated in f32. Each
+/// (activation row, weight row) runs the same instructions whatever R is.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+    use std::arch::x86_64::*;
+    let m4 = _mm256_set1_epi8(0xF);
+    let ones = _mm256_set1_epi16(1);
+    let five = _mm256_set1_epi8(0x10);
+    // Byte q of row c's high-bit word into all eight bytes of row c's stretch (rows 0 and 1 in
+    // the low lane, 2 and 3 in the high one); then each byte keeps its own bit.
+    #[rustfmt::skip]
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4,
+        8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12,
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let mut acc = [_mm256_setzero_ps(); R];
+    let yq: [*const i8; R] = std::array::from_fn(|r| a.row_qs(rows[r]).as_ptr());
+    let yd: [*const f32; R] = std::array::from_fn(|r| a.row_d(rows[r]).as_ptr());
+    let ys: [*const i16; R] = std::array::from_fn(|r| a.row_sums32(rows[r]).as_ptr());
+    for b in 0..kb {
+        let blk = blocks.add(b * GROUP_BYTES);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+        let mut sumi = [[_mm256_setzero_si256(); R]; 2];
+        for (h, sumi) in sumi.iter_mut().enumerate() {
+            let qh = _mm256_broadcastsi128_si256(_mm_loadu_si128(blk.add(16 + 16 * h) as *const __m128i));
+            let mut w = [_mm256_setzero_si256(); 4];
+            for p in 0..2 {
+                let raw = _mm256_loadu_si256(blk.add(48 + (2 * h + p) * 32) as *const __m256i);
+                let nibbles = [_mm256_and_si256(raw, m4), _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4)];
+                for (half, nib) in nibbles.into_iter().enumerate() {
+                    // Values 8p.. (low nibbles) and 16 + 8p.. (high): high-bit byte p or 2 + p.
+                    let byte = _mm256_shuffle_epi8(qh, _mm256_add_epi8(spread, _mm256_set1_epi8((2 * half + p) as i8)));
+                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(byte, bit), bit);
+                    w[2 * half + p] = _mm256_or_si256(nib, _mm256_and_si256(set, five));
+                }
+            }
+            for r in 0..R {
+                let y = yq[r].add(b * 32);
+                macro_rules! x {
+                    ($at:expr) => {
+                        _mm256_set1_epi64x(std::ptr::read_unaligned(y.add($at) as *const i64))
+                    };
+                }
+                // Four products of at most 2 * 31 * 127 each: their 16-bit sum cannot overflow.
+                let t = _mm256_add_epi16(
+                    _mm256_add_epi16(_mm256_maddubs_epi16(w[0], x!(0)), _mm256_maddubs_epi16(w[1], x!(8))),
+                    _mm256_add_epi16(_mm256_maddubs_epi16(w[2], x!(16)), _mm256_maddubs_epi16(w[3], x!(24))),
+                );
+                sumi[r] = _mm256_madd_epi16(t, ones);
+            }
+        }
+        for r in 0..R {
+            let s = _mm256_hadd_epi32(sumi[0][r], sumi[1][r]);
+            let s = _mm256_sub_epi32(s, _mm256_set1_epi32(16 * *ys[r].add(b) as i32));
+            let dy = _mm256_set1_ps(*yd[r].add(b));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(s), acc[r]);
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte of every row's blocks comes back from the packed layout where it was put.
+    #[test]
+    fn packing_round_trips() {
+        let (n, kb) = (16, 5);
+        let data: Vec<u8> = (0..n * kb * BYTES).map(|i| (i * 2654435761usize >> 9) as u8).collect();
+        let p = Packed::from_blocks(&data, n, kb * 32, &|_| {}).unwrap();
+        for row in 0..n {
+            assert_eq!(p.row(row), data[row * kb * BYTES..(row + 1) * kb * BYTES], "row {row}");
+        }
+    }
+}
