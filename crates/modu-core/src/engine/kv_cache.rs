@@ -92,9 +92,12 @@ impl KvCache {
             let keep_from = self.window.map_or(self.start, |w| (self.len + 1).saturating_sub(w).max(self.start));
             let kept = self.len - keep_from;
             let skip = keep_from - self.start;
+            // A windowed layer keeps its window plus a quarter of it, so that its rows move once
+            // every w/4 tokens (a window's copy spread over w/4 steps) while holding 1.25 windows.
+            let windowed = |w: usize| w + (w / 4).max(64);
             let new_cap = match self.window {
-                Some(w) if kept + n <= cap => cap.max((kept + n).max(2 * w)),
-                Some(w) => (kept + n).max(2 * w).max(64),
+                Some(w) if kept + n <= cap => cap.max((kept + n).max(windowed(w))),
+                Some(w) => (kept + n).max(windowed(w)),
                 None => (kept + n).max(cap * 2).max(64),
             };
             let (b, h, _, d) = k.dims4()?;
@@ -173,7 +176,8 @@ mod tests {
             assert_eq!(*rows.last().unwrap(), pos as f32);
             max_cap = max_cap.max(c.allocated_bytes());
         }
-        assert!(max_cap <= 2 * 64 * 2 * 4, "windowed cache grew to {max_cap} bytes");
+        // Window 4 plus the minimum slack of 64 rows, 2 values of 4 bytes, K and V.
+        assert!(max_cap <= (4 + 64) * 2 * 4 * 2, "windowed cache grew to {max_cap} bytes");
         // Rewinding past the dropped rows starts over instead of attending to missing keys.
         let len = c.len();
         assert_eq!(c.truncate(len - 1), len - 1);

@@ -2,8 +2,9 @@
 //! blocks, the activations are quantized to int8 once per product, and each weight block is
 //! unpacked once for up to eight activation rows, so a batch of sequences reads the weights once.
 //!
-//! Q4_K rows are interleaved eight at a time at load (`q4_k_x8`), so that one multiply serves
-//! four weight rows and a sub-block's scales cost one multiply per four.
+//! Q4_K, Q6_K and Q5_0 rows are interleaved eight at a time at load (`q4_k_x8`, `q6_k_x8`,
+//! `q5_0`), so that one multiply serves four weight rows and a sub-block's scales cost one
+//! multiply per several.
 //!
 //! One kernel per weight type (`q8_0`, `q4_k`, `q5_k`, `q6_k`; Q4_0 and Q5_0 are re-encoded
 //! losslessly as Q8_0 when loaded, see `formats::requant`), each with a scalar definition (the
@@ -17,6 +18,7 @@ mod buf;
 mod q4_k;
 mod q4_k_x8;
 mod q5_0;
+mod q6_k_x8;
 mod q5_k;
 mod q6_k;
 pub mod q8_0;
@@ -111,8 +113,9 @@ impl QFormat {
     }
 }
 
-/// A weight matrix [n, k] (n output rows of k inputs): Q8_0 repacked four rows at a time, Q4_K
-/// eight at a time (where n allows and the CPU has AVX2), other k-quants in their GGUF blocks.
+/// A weight matrix [n, k] (n output rows of k inputs): Q8_0 repacked four rows at a time; Q4_K,
+/// Q6_K and Q5_0 eight at a time where n allows and the CPU has AVX2 (other Q5_0 shapes become
+/// Q8_0); the rest in their GGUF blocks.
 #[derive(Debug)]
 pub struct QMatrix {
     format: QFormat,
@@ -127,6 +130,7 @@ enum Storage {
     Q8x4(q8_0::Packed),
     Q4Kx8(q4_k_x8::Packed),
     Q5x8(q5_0::Packed),
+    Q6Kx8(q6_k_x8::Packed),
 }
 
 impl QMatrix {
@@ -160,6 +164,9 @@ impl QMatrix {
             QFormat::Q4K if n % 8 == 0 && has_avx2() => {
                 Storage::Q4Kx8(q4_k_x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
             }
+            QFormat::Q6K if n % 8 == 0 && has_avx2() => {
+                Storage::Q6Kx8(q6_k_x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
+            }
             QFormat::Q5_0 if n % 8 == 0 && has_avx2() => {
                 Storage::Q5x8(q5_0::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
             }
@@ -189,6 +196,7 @@ impl QMatrix {
         match (&self.storage, self.format) {
             (Storage::Q8x4(p), _) => p.dequantize_row(i, out),
             (Storage::Q4Kx8(p), _) => dequantize::<q4_k::Q4K>(&p.row(i), out),
+            (Storage::Q6Kx8(p), _) => dequantize::<q6_k::Q6K>(&p.row(i), out),
             (Storage::Q5x8(p), _) => {
                 for (b, o) in p.row(i).chunks_exact(q5_0::BYTES).zip(out.chunks_exact_mut(32)) {
                     q5_0::dequantize_block(b, o);
@@ -213,6 +221,7 @@ impl QMatrix {
             (Storage::Q8x4(p), _) => matmul_q8x4(p, n, k, x, m, out, simd),
             (Storage::Q4Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Q5x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
+            (Storage::Q6Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Blocks(d), QFormat::Q4K) => matmul::<q4_k::Q4K>(d.bytes(), n, k, x, m, out, simd),
             (Storage::Blocks(d), QFormat::Q5K) => matmul::<q5_k::Q5K>(d.bytes(), n, k, x, m, out, simd),
             (Storage::Blocks(d), _) => matmul::<q6_k::Q6K>(d.bytes(), n, k, x, m, out, simd),
@@ -329,6 +338,20 @@ impl Interleaved for q4_k_x8::Packed {
     }
     fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
         q4_k::Q4K::dot_scalar(row, a, r)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+        unsafe { self.tile_avx2(g, a, rows, out) }
+    }
+}
+
+impl Interleaved for q6_k_x8::Packed {
+    const ACT_BLOCK: usize = 256;
+    fn row(&self, c: usize) -> Vec<u8> {
+        self.row(c)
+    }
+    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
+        q6_k::Q6K::dot_scalar(row, a, r)
     }
     #[cfg(target_arch = "x86_64")]
     unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
@@ -610,7 +633,7 @@ mod tests {
         }
     }
 
-    /// Q4_K and Q5_0 matrices whose rows come in whole groups of eight are interleaved where the
+    /// Q4_K, Q6_K and Q5_0 matrices whose rows come in whole groups of eight are interleaved where the
     /// AVX2 tile runs (other Q5_0 shapes become Q8_0), so the tests above cover every layout
     /// (n = 8, 16 and 48 interleaved, the others not).
     #[test]
@@ -620,10 +643,13 @@ mod tests {
             Storage::Q8x4(_) => "q8x4",
             Storage::Q4Kx8(_) => "q4kx8",
             Storage::Q5x8(_) => "q5x8",
+            Storage::Q6Kx8(_) => "q6kx8",
         };
         let avx2 = has_avx2();
         assert_eq!(storage(GgmlDType::Q4K, 16), if avx2 { "q4kx8" } else { "blocks" });
         assert_eq!(storage(GgmlDType::Q4K, 7), "blocks");
+        assert_eq!(storage(GgmlDType::Q6K, 16), if avx2 { "q6kx8" } else { "blocks" });
+        assert_eq!(storage(GgmlDType::Q6K, 7), "blocks");
         assert_eq!(storage(GgmlDType::Q5_0, 16), if avx2 { "q5x8" } else { "q8x4" });
         assert_eq!(storage(GgmlDType::Q5_0, 37), "q8x4");
     }
