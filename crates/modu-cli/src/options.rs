@@ -57,19 +57,8 @@ impl ModelArgs {
         let device = self.device()?;
         tracing::info!("loading {}", path.display());
         let loaded = loader::load_adapted(&path, self.adapter.as_deref(), &device, opts)?;
-        return_freed_memory();
+        loader::return_freed_memory();
         Ok(loaded)
-    }
-}
-
-/// Hands the heap memory freed while loading (file metadata, the tokenizer's scratch) back to
-/// the system: the allocator keeps large free stretches by default (see main), which would
-/// otherwise count as resident for the whole run.
-fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; any thread may call it.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -55,6 +55,9 @@ impl<L: Layer> Decoder<L> {
     }
 }
 
+/// Rows per pass of a long single-sequence prompt on the CPU (see [`Decoder::run`]).
+const UBATCH: usize = 128;
+
 impl<L: Layer> Decoder<L> {
     /// Runs the rows of all segments through the model; returns the final hidden states
     /// [1, rows, hidden] before the output norm.
@@ -75,6 +78,22 @@ impl<L: Layer> Decoder<L> {
                     "forward at position {} but slot {}'s KV cache holds {have} positions",
                     seg.offset, seg.slot
                 )));
+            }
+        }
+        if let [seg] = segs {
+            if ids.len() > UBATCH && seg.start == 0 && seg.len == ids.len() && self.device.is_cpu() {
+                // A long prompt of one sequence goes through the layers in stretches (each one
+                // attends to the cache the previous ones filled): its activations then take the
+                // memory of UBATCH rows, for a few more reads of the weights.
+                let parts = ids
+                    .chunks(UBATCH)
+                    .enumerate()
+                    .map(|(i, chunk)| {
+                        let s = Segment { slot: seg.slot, start: 0, len: chunk.len(), offset: seg.offset + i * UBATCH };
+                        self.run(chunk, &[s])
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                return Ok(Tensor::cat(&parts, 1)?);
             }
         }
         let ids_t = Tensor::new(ids, &self.device)?.unsqueeze(0)?;

@@ -746,9 +746,6 @@ pub struct GatedMlp {
     act: Activation,
 }
 
-/// Rows per stretch of a long prompt's feed-forward pass (see [`GatedMlp::forward_segments`]).
-const MLP_ROWS: usize = 128;
-
 impl GatedMlp {
     /// Loads `{prefix}.ffn_gate`, `.ffn_up` and `.ffn_down`.
     pub fn new(w: &Weights, prefix: &str, hidden: usize, ffn: usize, act: Activation) -> Result<Self> {
@@ -773,22 +770,8 @@ impl GatedMlp {
         self.forward_segments(x, &[])
     }
 
-    /// See [`Linear::forward_segments`]. Long prompts of one sequence on the CPU run in stretches
-    /// of [`MLP_ROWS`] rows: the rows are independent, and the [rows, ffn] intermediates of a
-    /// whole prompt would be the largest allocations of a prompt pass (tens of MB at 512 rows).
+    /// See [`Linear::forward_segments`].
     pub fn forward_segments(&self, x: &Tensor, segs: &[crate::models::decoder::Segment]) -> Result<Tensor> {
-        let (rank, rows) = (x.rank(), x.dims().get(1).copied().unwrap_or(0));
-        if rank == 3 && rows > MLP_ROWS && segs.len() <= 1 && x.device().is_cpu() {
-            let parts = (0..rows)
-                .step_by(MLP_ROWS)
-                .map(|start| self.forward_rows(&x.narrow(1, start, MLP_ROWS.min(rows - start))?, &[]))
-                .collect::<Result<Vec<_>>>()?;
-            return Ok(Tensor::cat(&parts, 1)?);
-        }
-        self.forward_rows(x, segs)
-    }
-
-    fn forward_rows(&self, x: &Tensor, segs: &[crate::models::decoder::Segment]) -> Result<Tensor> {
         let g = self.gate.forward_segments(x, segs)?;
         if let Some(h) = gated_cpu(&g, &self.up.forward_segments(x, segs)?, self.act)? {
             return self.down.forward_segments(&h, segs);
