@@ -506,6 +506,10 @@ impl Checkpoint for GgufFile {
             self.content.metadata.remove(key);
         }
         self.content.metadata.shrink_to_fit();
+        // The header was parsed into owned values: its mapped pages (mostly the token list) are
+        // not read again.
+        let header = (self.content.tensor_data_offset as usize).min(self.map.len());
+        self.release_bytes(&self.map[..header]);
     }
 
     fn tensor_names(&self) -> Vec<String> {

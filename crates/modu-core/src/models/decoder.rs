@@ -58,6 +58,17 @@ impl<L: Layer> Decoder<L> {
 /// Rows per pass of a long single-sequence prompt on the CPU (see [`Decoder::run`]).
 const UBATCH: usize = 128;
 
+/// The stretches a prompt of `n` rows runs in: [`UBATCH`] rows each, the last one taking a
+/// remainder too short for the prompt attention kernel, so that every row's attention runs the
+/// same arithmetic as in one pass over the whole prompt (and as in a batch with others).
+fn stretches(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let mut count = n.div_ceil(UBATCH);
+    if count > 1 && n % UBATCH != 0 && n % UBATCH < layers::PROMPT_ATTENTION_ROWS {
+        count -= 1;
+    }
+    (0..count).map(move |i| i * UBATCH..if i + 1 == count { n } else { (i + 1) * UBATCH })
+}
+
 impl<L: Layer> Decoder<L> {
     /// Runs the rows of all segments through the model; returns the final hidden states
     /// [1, rows, hidden] before the output norm.
@@ -81,16 +92,16 @@ impl<L: Layer> Decoder<L> {
             }
         }
         if let [seg] = segs {
-            if ids.len() > UBATCH && seg.start == 0 && seg.len == ids.len() && self.device.is_cpu() {
+            let parts: Vec<_> = stretches(ids.len()).collect();
+            if parts.len() > 1 && seg.start == 0 && seg.len == ids.len() && self.device.is_cpu() {
                 // A long prompt of one sequence goes through the layers in stretches (each one
                 // attends to the cache the previous ones filled): its activations then take the
                 // memory of UBATCH rows, for a few more reads of the weights.
-                let parts = ids
-                    .chunks(UBATCH)
-                    .enumerate()
-                    .map(|(i, chunk)| {
-                        let s = Segment { slot: seg.slot, start: 0, len: chunk.len(), offset: seg.offset + i * UBATCH };
-                        self.run(chunk, &[s])
+                let parts = parts
+                    .into_iter()
+                    .map(|r| {
+                        let s = Segment { slot: seg.slot, start: 0, len: r.len(), offset: seg.offset + r.start };
+                        self.run(&ids[r], &[s])
                     })
                     .collect::<Result<Vec<_>>>()?;
                 return Ok(Tensor::cat(&parts, 1)?);
@@ -188,5 +199,28 @@ impl<L: Layer> CausalLm for Decoder<L> {
 
     fn device(&self) -> &Device {
         &self.device
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stretches_cover_the_prompt_without_short_tails() {
+        for n in [1, 31, 128, 129, 159, 160, 200, 256, 257, 300, 512, 543, 544] {
+            let parts: Vec<_> = stretches(n).collect();
+            assert_eq!(parts.first().unwrap().start, 0, "{n}");
+            assert_eq!(parts.last().unwrap().end, n, "{n}");
+            for w in parts.windows(2) {
+                assert_eq!(w[0].end, w[1].start, "{n}");
+            }
+            for p in &parts {
+                assert!(p.len() <= UBATCH + layers::PROMPT_ATTENTION_ROWS, "{n}: {p:?}");
+                assert!(parts.len() == 1 || p.len() >= layers::PROMPT_ATTENTION_ROWS, "{n}: {p:?}");
+            }
+        }
+        assert_eq!(stretches(129).collect::<Vec<_>>(), vec![0..129]);
+        assert_eq!(stretches(300).collect::<Vec<_>>(), vec![0..128, 128..256, 256..300]);
     }
 }

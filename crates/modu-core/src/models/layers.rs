@@ -376,6 +376,9 @@ pub fn attention_mask(q_len: usize, offset: usize, k_start: usize, kv_len: usize
     Ok(Some(Tensor::from_vec(m, (q_len, kv_len), device)?))
 }
 
+/// Query rows from which attention runs in the fused f32 kernel, shared out on the pool.
+pub const PROMPT_ATTENTION_ROWS: usize = 32;
+
 /// Scaled dot-product attention with grouped KV heads. q: [1, n_head, q_len, hd] in f32 for
 /// positions offset..; k, v: [1, n_kv, kv_len, hd] in the cache's dtype for positions
 /// k_start..k_start + kv_len;
@@ -385,10 +388,6 @@ pub fn attention_mask(q_len: usize, offset: usize, k_start: usize, kv_len: usize
 /// softmax, f16 output accumulator), so that both engines round alike: Gemma's activations are
 /// large enough that the rounding decides near-ties. Prompts, and every call with an f32 cache,
 /// run the fused f32 kernel of `kernels::attention`.
-///
-/// Query rows from which attention runs in the fused f32 kernel, shared out on the pool.
-const PROMPT_ATTENTION_ROWS: usize = 32;
-
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, k_start: usize, window: Option<usize>, scale: f64) -> Result<Tensor> {
     // Decode and short chunks: ggml's one-row kernel and its f16 arithmetic. Long prompts: f32
     // tiles, as llama.cpp's prompt path computes in f32 too.

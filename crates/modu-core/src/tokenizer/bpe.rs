@@ -245,7 +245,7 @@ impl Bpe {
         words
     }
 
-    pub fn tokenize(&self, ids: &HashMap<String, u32>, text: &str, out: &mut Vec<u32>) {
+    pub fn tokenize(&self, ids: &super::vocab::Vocab, text: &str, out: &mut Vec<u32>) {
         let mut word = String::new();
         let mut key = String::new();
         let mut symbols: Vec<Symbol> = Vec::new();

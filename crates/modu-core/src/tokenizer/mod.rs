@@ -13,6 +13,7 @@
 mod bpe;
 pub mod token_bytes;
 mod spm;
+mod vocab;
 #[cfg(test)]
 mod tests;
 
@@ -48,10 +49,10 @@ enum Model {
 /// A tokenizer built from a model file's `tokenizer.*` metadata.
 pub struct Tokenizer {
     model: Model,
-    texts: Vec<String>,
+    /// Token texts and the id of each text.
+    ids: vocab::Vocab,
     scores: Vec<f32>,
     attrs: Vec<u16>,
-    ids: HashMap<String, u32>,
     /// `token_bytes` of every token, concatenated; token `i` ends at `piece_ends[i]`.
     pieces: Vec<u8>,
     piece_ends: Vec<usize>,
@@ -78,7 +79,7 @@ impl std::fmt::Debug for Tokenizer {
                     Model::Bpe(_) => "gpt2 (BPE)",
                 },
             )
-            .field("vocab_size", &self.texts.len())
+            .field("vocab_size", &self.ids.len())
             .field("bos", &self.bos)
             .field("eos", &self.eos)
             .field("add_bos", &self.add_bos)
@@ -135,14 +136,12 @@ impl Tokenizer {
         let n = texts.len();
         let scores = read_scores(md, n)?;
         let mut attrs = read_attrs(md, n)?;
-        let mut ids = HashMap::with_capacity(n);
-        for (i, t) in texts.iter().enumerate() {
-            if let Some(prev) = ids.insert(t.clone(), i as u32) {
-                return Err(tok_err(format!(
-                    "duplicate token in vocabulary: {t:?} has ids {prev} and {i}"
-                )));
-            }
-        }
+        let ids = vocab::Vocab::new(&texts).map_err(|(prev, i)| {
+            tok_err(format!(
+                "duplicate token in vocabulary: {:?} has ids {prev} and {i}",
+                texts[i as usize]
+            ))
+        })?;
 
         let (pre, bpe) = if is_spm {
             (None, None)
@@ -283,10 +282,9 @@ impl Tokenizer {
                 Some(b) => Model::Bpe(b),
                 None => Model::Spm,
             },
-            texts,
+            ids,
             scores,
             attrs,
-            ids,
             pieces,
             piece_ends,
             specials,
@@ -310,7 +308,7 @@ impl Tokenizer {
             Vec::new()
         } else {
             self.specials
-                .partition(text, parse_special, &self.texts, &self.attrs)
+                .partition(text, parse_special, &self.ids, &self.attrs)
         };
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
@@ -394,7 +392,7 @@ impl Tokenizer {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.texts.len()
+        self.ids.len()
     }
 
     pub fn bos_id(&self) -> Option<u32> {
@@ -434,7 +432,7 @@ impl Tokenizer {
 
     /// The vocabulary's spelling of a token (see [`Tokenizer::token_to_id`]).
     pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.texts.get(id as usize).map(String::as_str)
+        self.ids.get_text(id)
     }
 
     /// Control tokens (BOS, EOS, turn markers, ...), which `token_bytes` renders as nothing.
@@ -774,7 +772,7 @@ const EOG_CONTROL_TEXTS: &[&str] = &["[|endofturn|]", "<|endofturn|>"];
 /// become control tokens, as in llama.cpp (this changes how they tokenize and render).
 fn find_end_of_generation(
     texts: &[String],
-    ids: &HashMap<String, u32>,
+    ids: &vocab::Vocab,
     attrs: &mut [u16],
     eos: Option<u32>,
     eot: &mut Option<u32>,
@@ -940,7 +938,7 @@ impl SpecialTokens {
         &self,
         text: &str,
         parse_special: bool,
-        texts: &[String],
+        vocab: &vocab::Vocab,
         attrs: &[u16],
     ) -> Vec<Fragment> {
         let allowed =
@@ -971,7 +969,7 @@ impl SpecialTokens {
         }
         for (rank, _) in present.iter().enumerate().filter(|(_, p)| **p) {
             let id = self.order[rank];
-            let needle = texts[id as usize].as_str();
+            let needle = vocab.text(id);
             let mut next = Vec::with_capacity(fragments.len() + 2);
             for f in fragments {
                 let Fragment::Text(a, b) = f else {
