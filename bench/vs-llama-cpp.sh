@@ -120,13 +120,22 @@ if awk -v l="${load_before%% *}" 'BEGIN { exit !(l + 0 > 0.5) }' 2>/dev/null; th
   log "warning: load average is $load_before; other work on this machine will skew the figures"
 fi
 
-# One run of one engine; raw JSON to $out/<engine>-t<T>-a<A>.json, stderr to .log.
+# Runs a command as a child and writes its peak resident memory in bytes (the kernel's
+# accounting of the child, as modu reads its own VmHWM) to the file named first.
+peak_rss_py='import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024))
+sys.exit(rc)'
+
+# One run of one engine; raw JSON to $out/<engine>-t<T>-a<A>.json, stderr to .log, and for
+# llama.cpp its peak RSS to .rss.
 run_one() {
   local engine="$1" t="$2" a="$3"
   local base="$out/$engine-t$t-a$a"
   local -a cmd
   if [ "$engine" = llama ]; then
-    cmd=("$llama_bench" -m "$model" -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" -o json)
+    cmd=("$py" -c "$peak_rss_py" "$base.rss"
+         "$llama_bench" -m "$model" -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" -o json)
   else
     cmd=("$modu" bench -m "$model" -p "$n_prompt" -n "$n_gen" -t "$t" -r "$reps" --json --bandwidth)
   fi
@@ -275,6 +284,18 @@ budget = [r["info"].get("rss_budget_bytes") for t in threads for r in runs[("mod
 budget = [b for b in budget if isinstance(b, (int, float))]
 if budget:
     print(f"  target: file + KV cache + 10% = {max(budget) / 2**20:.1f} MiB")
+lrss = []
+for t in threads:
+    vals = []
+    for a in range(1, alts + 1):
+        try:
+            with open(os.path.join(out, f"llama-t{t}-a{a}.rss")) as f:
+                vals.append(int(f.read().strip()))
+        except (OSError, ValueError):
+            pass
+    if vals:
+        lrss.append(f"{t} thread{'s' if t != 1 else ''} {max(vals) / 2**20:.1f} MiB")
+print("llama.cpp peak RSS (max over runs): " + (", ".join(lrss) if lrss else "not measured"))
 # Decode bandwidth: weights read per token (from the file: every matrix a token multiplies,
 # the same bytes for both engines) times tokens/s, over the read bandwidth modu measured with
 # the same thread count in each of its runs (median).
