@@ -2,9 +2,9 @@
 //! blocks, the activations are quantized to int8 once per product, and each weight block is
 //! unpacked once for up to eight activation rows, so a batch of sequences reads the weights once.
 //!
-//! Q4_K, Q6_K and Q5_0 rows are interleaved eight at a time at load (`q4_k_x8`, `q6_k_x8`,
-//! `q5_0`), so that one multiply serves four weight rows and a sub-block's scales cost one
-//! multiply per several.
+//! Q4_K, Q6_K and Q5_0 rows are interleaved eight at a time at load (`x8`, with the tiles in
+//! `q4_k_x8`, `q6_k_x8` and `q5_0`), so that one multiply serves four weight rows and a
+//! sub-block's scales cost one multiply per several.
 //!
 //! One kernel per weight type (`q8_0`, `q4_k`, `q5_k`, `q6_k`; Q4_0 and Q5_0 are re-encoded
 //! losslessly as Q8_0 when loaded, see `formats::requant`), each with a scalar definition (the
@@ -19,6 +19,7 @@ mod q4_k;
 mod q4_k_x8;
 mod q5_0;
 mod q6_k_x8;
+mod x8;
 mod q5_k;
 mod q6_k;
 pub mod q8_0;
@@ -128,9 +129,9 @@ pub struct QMatrix {
 enum Storage {
     Blocks(buf::WeightBuf),
     Q8x4(q8_0::Packed),
-    Q4Kx8(q4_k_x8::Packed),
-    Q5x8(q5_0::Packed),
-    Q6Kx8(q6_k_x8::Packed),
+    Q4Kx8(x8::Packed<q4_k_x8::Q4KX8>),
+    Q5x8(x8::Packed<q5_0::Q5X8>),
+    Q6Kx8(x8::Packed<q6_k_x8::Q6KX8>),
 }
 
 impl QMatrix {
@@ -162,13 +163,13 @@ impl QMatrix {
             // The interleaved layout pays off only with the AVX2 tile; elsewhere the file's
             // layout serves the scalar definitions directly.
             QFormat::Q4K if n % 8 == 0 && has_avx2() => {
-                Storage::Q4Kx8(q4_k_x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
+                Storage::Q4Kx8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
             }
             QFormat::Q6K if n % 8 == 0 && has_avx2() => {
-                Storage::Q6Kx8(q6_k_x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
+                Storage::Q6Kx8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
             }
             QFormat::Q5_0 if n % 8 == 0 && has_avx2() => {
-                Storage::Q5x8(q5_0::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
+                Storage::Q5x8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
             }
             QFormat::Q5_0 => {
                 // Re-encoded losslessly as Q8_0, whose kernels serve any shape.
@@ -195,13 +196,9 @@ impl QMatrix {
         let rb = self.row_bytes();
         match (&self.storage, self.format) {
             (Storage::Q8x4(p), _) => p.dequantize_row(i, out),
-            (Storage::Q4Kx8(p), _) => dequantize::<q4_k::Q4K>(&p.row(i), out),
-            (Storage::Q6Kx8(p), _) => dequantize::<q6_k::Q6K>(&p.row(i), out),
-            (Storage::Q5x8(p), _) => {
-                for (b, o) in p.row(i).chunks_exact(q5_0::BYTES).zip(out.chunks_exact_mut(32)) {
-                    q5_0::dequantize_block(b, o);
-                }
-            }
+            (Storage::Q4Kx8(p), _) => p.dequantize_row(i, out),
+            (Storage::Q6Kx8(p), _) => p.dequantize_row(i, out),
+            (Storage::Q5x8(p), _) => p.dequantize_row(i, out),
             (Storage::Blocks(d), QFormat::Q4K) => dequantize::<q4_k::Q4K>(&d.bytes()[i * rb..(i + 1) * rb], out),
             (Storage::Blocks(d), QFormat::Q5K) => dequantize::<q5_k::Q5K>(&d.bytes()[i * rb..(i + 1) * rb], out),
             (Storage::Blocks(d), _) => dequantize::<q6_k::Q6K>(&d.bytes()[i * rb..(i + 1) * rb], out),
@@ -315,66 +312,9 @@ fn spread(items: usize, macs: usize, f: impl Fn(std::ops::Range<usize>) + Sync) 
     }
 }
 
-/// Weight rows interleaved eight at a time (n a multiple of eight); see `q4_k_x8`.
-trait Interleaved: Sync {
-    /// Activation block size.
-    const ACT_BLOCK: usize;
-    /// Row `c` in the file's layout.
-    fn row(&self, c: usize) -> Vec<u8>;
-    /// The definition: a row in the file's layout against activation row `r`.
-    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32;
-    /// Activation rows `rows` against the eight rows of group `g`, in `q4_k_x8::LANE_ROW` order.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C; `g` is a group of this matrix.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]);
-}
-
-impl Interleaved for q4_k_x8::Packed {
-    const ACT_BLOCK: usize = 256;
-    fn row(&self, c: usize) -> Vec<u8> {
-        self.row(c)
-    }
-    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        q4_k::Q4K::dot_scalar(row, a, r)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
-        unsafe { self.tile_avx2(g, a, rows, out) }
-    }
-}
-
-impl Interleaved for q6_k_x8::Packed {
-    const ACT_BLOCK: usize = 256;
-    fn row(&self, c: usize) -> Vec<u8> {
-        self.row(c)
-    }
-    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        q6_k::Q6K::dot_scalar(row, a, r)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
-        unsafe { self.tile_avx2(g, a, rows, out) }
-    }
-}
-
-impl Interleaved for q5_0::Packed {
-    const ACT_BLOCK: usize = 32;
-    fn row(&self, c: usize) -> Vec<u8> {
-        self.row(c)
-    }
-    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        q5_0::dot_scalar(row, a, r)
-    }
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
-        unsafe { self.tile_avx2(g, a, rows, out) }
-    }
-}
-
-fn matmul_x8<P: Interleaved>(p: &P, n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
-    let a = act::quantize_rows(x, m, k, P::ACT_BLOCK);
+/// Rows interleaved eight at a time (n a multiple of eight); see `x8`.
+fn matmul_x8<L: x8::Layout>(p: &x8::Packed<L>, n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
+    let a = act::quantize_rows(x, m, k, L::ACT_BLOCK);
     let out = Out { ptr: out.as_mut_ptr(), n };
     const GROUPS_PER_ITEM: usize = COLS_PER_ITEM / 8;
     let groups = n / 8;
@@ -385,7 +325,7 @@ fn matmul_x8<P: Interleaved>(p: &P, n: usize, k: usize, x: &[f32], m: usize, out
                     let row = p.row(c);
                     for r in 0..m {
                         // SAFETY: each (row, column) of `out` is written by exactly one work item.
-                        unsafe { out.put(r, c, P::dot_scalar(&row, &a, r)) };
+                        unsafe { out.put(r, c, L::dot_scalar(&row, &a, r)) };
                     }
                 }
                 continue;
@@ -405,14 +345,14 @@ fn matmul_x8<P: Interleaved>(p: &P, n: usize, k: usize, x: &[f32], m: usize, out
 /// # Safety
 /// AVX2, FMA and F16C; no other thread writes these columns of `out`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn group_avx2<P: Interleaved>(p: &P, g: usize, a: &QuantizedRows, m: usize, out: Out) {
-    unsafe fn rows_tile<P: Interleaved, const R: usize>(p: &P, g: usize, a: &QuantizedRows, r0: usize, out: Out) {
+unsafe fn group_avx2<L: x8::Layout>(p: &x8::Packed<L>, g: usize, a: &QuantizedRows, m: usize, out: Out) {
+    unsafe fn rows_tile<L: x8::Layout, const R: usize>(p: &x8::Packed<L>, g: usize, a: &QuantizedRows, r0: usize, out: Out) {
         let mut o = [[0f32; 8]; R];
         unsafe {
             p.tile_avx2::<R>(g, a, std::array::from_fn(|i| r0 + i), &mut o);
             for (i, row) in o.iter().enumerate() {
                 for (l, &v) in row.iter().enumerate() {
-                    out.put(r0 + i, 8 * g + q4_k_x8::LANE_ROW[l], v);
+                    out.put(r0 + i, 8 * g + x8::LANE_ROW[l], v);
                 }
             }
         }
@@ -420,17 +360,17 @@ unsafe fn group_avx2<P: Interleaved>(p: &P, g: usize, a: &QuantizedRows, m: usiz
     let mut r = 0;
     unsafe {
         while r + 8 <= m {
-            rows_tile::<P, 8>(p, g, a, r, out);
+            rows_tile::<L, 8>(p, g, a, r, out);
             r += 8;
         }
         match m - r {
-            7 => rows_tile::<P, 7>(p, g, a, r, out),
-            6 => rows_tile::<P, 6>(p, g, a, r, out),
-            5 => rows_tile::<P, 5>(p, g, a, r, out),
-            4 => rows_tile::<P, 4>(p, g, a, r, out),
-            3 => rows_tile::<P, 3>(p, g, a, r, out),
-            2 => rows_tile::<P, 2>(p, g, a, r, out),
-            1 => rows_tile::<P, 1>(p, g, a, r, out),
+            7 => rows_tile::<L, 7>(p, g, a, r, out),
+            6 => rows_tile::<L, 6>(p, g, a, r, out),
+            5 => rows_tile::<L, 5>(p, g, a, r, out),
+            4 => rows_tile::<L, 4>(p, g, a, r, out),
+            3 => rows_tile::<L, 3>(p, g, a, r, out),
+            2 => rows_tile::<L, 2>(p, g, a, r, out),
+            1 => rows_tile::<L, 1>(p, g, a, r, out),
             _ => {}
         }
     }

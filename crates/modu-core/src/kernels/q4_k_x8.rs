@@ -1,114 +1,49 @@
-//! Q4_K rows repacked eight at a time, so that one multiply covers several weight rows.
-//!
-//! In GGUF's layout one `maddubs` multiplies 32 values of one row, which are one sub-block, so
-//! every `maddubs` needs its own `madd` with that sub-block's scale. Here the 32 bytes a
-//! `maddubs` reads are 8 values of each of four rows, with eight activation values broadcast
-//! against them; four such products make a sub-block, summed in 16 bits, and one `madd` applies
-//! the four rows' scales. The sums of eight rows then finish as one vector. The bytes are the
-//! same as the file's (144 per block and row), only reordered.
+//! Q4_K in the interleaved layout of `x8`: four products of a 32-value sub-block (a pair is at
+//! most 2 * 15 * 127) sum in 16 bits before one `madd` with four rows' scales.
 
 use super::act::QuantizedRows;
+use super::x8::Layout;
+use super::Kernel;
 
-/// Bytes of one block of eight rows.
-pub const GROUP_BYTES: usize = 8 * 144;
-
-/// The order of the rows in the lanes of a finished group sum: what `hadd` of the two halves'
-/// sums yields (see [`tile`]). Its own inverse.
-pub const LANE_ROW: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
-
-/// For each group of eight rows `g` and block `b`, at `(g * kb + b) * GROUP_BYTES`:
-/// - bytes 0..16: the eight rows' f16 `d`, in [`LANE_ROW`] order; 16..32: their `dmin`, alike;
+/// For each group of eight rows and block, in the group's block of 8 * 144 bytes:
+/// - bytes 0..16: the eight rows' f16 `d`, in `x8::LANE_ROW` order; 16..32: their `dmin`, alike;
 /// - 32..128: the packed 6-bit scales and minimums, as three vectors of eight 32-bit words, word
 ///   w of row j at `32 + 32 * w + 4 * j`;
 /// - 128..1152: the nibbles. For chunk i (the file's bytes 32i..32i+32), half h (rows 4h..4h+4)
 ///   and piece p, 32 bytes at `128 + ((2i + h) * 4 + p) * 32`: bytes 8p..8p+8 of the chunk for
 ///   each of the four rows in turn.
 #[derive(Debug)]
-pub struct Packed {
-    pub kb: usize,
-    buf: super::buf::WeightBuf,
-}
+pub struct Q4KX8;
 
-impl Packed {
-    /// `n` must be a multiple of eight. `done` receives the source rows, a few MiB at a time, once
-    /// they are packed.
-    pub fn from_blocks(data: &[u8], n: usize, k: usize, done: &dyn Fn(&[u8])) -> std::io::Result<Self> {
-        debug_assert!(n % 8 == 0);
-        let kb = k / 256;
-        let mut buf = super::buf::WeightBuf::zeroed(n * kb * 144)?;
-        let dst = buf.bytes_mut();
-        let row_bytes = kb * 144;
-        let rows_per_chunk = (super::buf::CHUNK / row_bytes.max(1)).max(1);
-        for (c, src) in data.chunks((rows_per_chunk * row_bytes).max(1)).enumerate() {
-            for (i, row) in src.chunks_exact(row_bytes).enumerate() {
-                let row_index = c * rows_per_chunk + i;
-                let (g, j) = (row_index / 8, row_index % 8);
-                for (b, blk) in row.chunks_exact(144).enumerate() {
-                    let out = &mut dst[(g * kb + b) * GROUP_BYTES..(g * kb + b + 1) * GROUP_BYTES];
-                    place(out, j, blk);
-                }
-            }
-            done(src);
-        }
-        Ok(Self { kb, buf })
+impl Layout for Q4KX8 {
+    const VALUES: usize = 256;
+    const BYTES: usize = 144;
+    const ACT_BLOCK: usize = 256;
+
+    fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (l, h, c) = (super::x8::LANE_ROW[j], j / 4, j % 4);
+        let head = [(2 * l, 0, 2), (16 + 2 * l, 2, 2)];
+        let words = (0..3).map(move |w| (32 + 32 * w + 4 * j, 4 + 4 * w, 4));
+        let quants = (0..4).flat_map(move |i| (0..4).map(move |p| (128 + ((2 * i + h) * 4 + p) * 32 + 8 * c, 16 + 32 * i + 8 * p, 8)));
+        head.into_iter().chain(words).chain(quants)
     }
 
-    /// The file's block `b` of row `row`.
-    fn block(&self, row: usize, b: usize) -> [u8; 144] {
-        let (g, j) = (row / 8, row % 8);
-        let at = (g * self.kb + b) * GROUP_BYTES;
-        let src = &self.buf.bytes()[at..at + GROUP_BYTES];
-        let mut blk = [0u8; 144];
-        let l = LANE_ROW[j];
-        blk[0..2].copy_from_slice(&src[2 * l..2 * l + 2]);
-        blk[2..4].copy_from_slice(&src[16 + 2 * l..16 + 2 * l + 2]);
-        for w in 0..3 {
-            blk[4 + 4 * w..8 + 4 * w].copy_from_slice(&src[32 + 32 * w + 4 * j..36 + 32 * w + 4 * j]);
-        }
-        let (h, c) = (j / 4, j % 4);
-        for i in 0..4 {
-            for p in 0..4 {
-                let from = 128 + ((2 * i + h) * 4 + p) * 32 + 8 * c;
-                blk[16 + 32 * i + 8 * p..16 + 32 * i + 8 * p + 8].copy_from_slice(&src[from..from + 8]);
-            }
-        }
-        blk
+    fn dequantize_block(b: &[u8], out: &mut [f32]) {
+        super::q4_k::Q4K::dequantize_block(b, out)
     }
 
-    /// Row `row` in the file's layout.
-    pub fn row(&self, row: usize) -> Vec<u8> {
-        (0..self.kb).flat_map(|b| self.block(row, b)).collect()
+    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
+        super::q4_k::Q4K::dot_scalar(row, a, r)
     }
 
-    /// Activation rows `rows` against the eight rows of group `g`; `out[r][l]` is weight row
-    /// `8g + LANE_ROW[l]`.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; `g` must be a group of this matrix.
     #[cfg(target_arch = "x86_64")]
-    pub unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
-        let start = g * self.kb * GROUP_BYTES;
-        assert!(start + self.kb * GROUP_BYTES <= self.buf.bytes().len() && a.blocks_per_row() == self.kb);
-        unsafe { tile(self.buf.bytes().as_ptr().add(start), self.kb, a, rows, out) }
+    unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+        unsafe { tile(blocks, kb, a, rows, out) }
     }
 }
 
-/// Writes the file's block `blk` of row `j` (0..8) of a group into the group's block `out`.
-fn place(out: &mut [u8], j: usize, blk: &[u8]) {
-    let l = LANE_ROW[j];
-    out[2 * l..2 * l + 2].copy_from_slice(&blk[0..2]);
-    out[16 + 2 * l..16 + 2 * l + 2].copy_from_slice(&blk[2..4]);
-    for w in 0..3 {
-        out[32 + 32 * w + 4 * j..36 + 32 * w + 4 * j].copy_from_slice(&blk[4 + 4 * w..8 + 4 * w]);
-    }
-    let (h, c) = (j / 4, j % 4);
-    for i in 0..4 {
-        for p in 0..4 {
-            let to = 128 + ((2 * i + h) * 4 + p) * 32 + 8 * c;
-            out[to..to + 8].copy_from_slice(&blk[16 + 32 * i + 8 * p..16 + 32 * i + 8 * p + 8]);
-        }
-    }
-}
+/// Bytes of one block of eight rows.
+const GROUP_BYTES: usize = 8 * 144;
 
 /// The eight rows' sums per block are exact integers; as in llama.cpp's repacked Q4_K product,
 /// the scaled sums and the scaled minimum terms accumulate separately over the blocks and are
@@ -217,21 +152,5 @@ unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, 
     }
     for r in 0..R {
         _mm256_storeu_ps(out[r].as_mut_ptr(), _mm256_sub_ps(acc[r], acc_min[r]));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every byte of every row's blocks comes back from the packed layout where it was put.
-    #[test]
-    fn packing_round_trips() {
-        let (n, kb) = (16, 3);
-        let data: Vec<u8> = (0..n * kb * 144).map(|i| (i * 2654435761usize >> 7) as u8).collect();
-        let p = Packed::from_blocks(&data, n, kb * 256, &|_| {}).unwrap();
-        for row in 0..n {
-            assert_eq!(p.row(row), data[row * kb * 144..(row + 1) * kb * 144], "row {row}");
-        }
     }
 }

@@ -2,14 +2,13 @@
 //! then 16 bytes whose low nibbles are values 0..16 and high nibbles values 16..32.
 //! Value = d * (q - 16).
 //!
-//! Rows whose count is a multiple of eight are interleaved eight at a time ([`Packed`]), as
-//! Q4_K's are: one `maddubs` covers 8 values of four rows, and since a product pair is at most
-//! 2 * 31 * 127, the four products of a block sum in 16 bits before one `madd`. The -16 offset
-//! is taken once per block from the activations' 32-value sums. Other shapes are re-encoded as
-//! Q8_0 (`formats::requant`).
+//! Rows whose count is a multiple of eight are interleaved eight at a time ([`Q5X8`], see `x8`):
+//! since a product pair is at most 2 * 31 * 127, the four products of a block sum in 16 bits
+//! before one `madd`. The -16 offset is taken once per block from the activations' 32-value
+//! sums. Other shapes are re-encoded as Q8_0 (`formats::requant`).
 
 use super::act::QuantizedRows;
-use super::q4_k_x8::LANE_ROW;
+use super::x8::{Layout, LANE_ROW};
 
 pub const BYTES: usize = 22;
 /// Bytes of one block of eight rows.
@@ -45,79 +44,37 @@ pub fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
     sum
 }
 
-/// For each group of eight rows `g` and block `b`, at `(g * kb + b) * GROUP_BYTES`:
+/// For each group of eight rows and block, in the group's block of 8 * 22 bytes:
 /// - bytes 0..16: the eight rows' f16 `d`, in [`LANE_ROW`] order;
 /// - 16..48: their 32-bit high-bit words, rows 0..8 in order;
 /// - 48..176: the nibbles. For half h (rows 4h..4h+4) and piece p (0..2), 32 bytes at
 ///   `48 + (2h + p) * 32`: bytes 8p..8p+8 of each of the four rows' 16 in turn.
 #[derive(Debug)]
-pub struct Packed {
-    pub kb: usize,
-    buf: super::buf::WeightBuf,
-}
+pub struct Q5X8;
 
-impl Packed {
-    /// `n` must be a multiple of eight. `done` receives the source rows, a few MiB at a time, once
-    /// they are packed.
-    pub fn from_blocks(data: &[u8], n: usize, k: usize, done: &dyn Fn(&[u8])) -> std::io::Result<Self> {
-        debug_assert!(n % 8 == 0);
-        let kb = k / 32;
-        let mut buf = super::buf::WeightBuf::zeroed(n * kb * BYTES)?;
-        let dst = buf.bytes_mut();
-        let row_bytes = kb * BYTES;
-        let rows_per_chunk = (super::buf::CHUNK / row_bytes.max(1)).max(1);
-        for (c, src) in data.chunks((rows_per_chunk * row_bytes).max(1)).enumerate() {
-            for (i, row) in src.chunks_exact(row_bytes).enumerate() {
-                let row_index = c * rows_per_chunk + i;
-                let (g, j) = (row_index / 8, row_index % 8);
-                for (b, blk) in row.chunks_exact(BYTES).enumerate() {
-                    let at = (g * kb + b) * GROUP_BYTES;
-                    for (to, from) in places(j) {
-                        dst[at + to.start..at + to.end].copy_from_slice(&blk[from]);
-                    }
-                }
-            }
-            done(src);
-        }
-        Ok(Self { kb, buf })
+impl Layout for Q5X8 {
+    const VALUES: usize = 32;
+    const BYTES: usize = BYTES;
+    const ACT_BLOCK: usize = 32;
+
+    fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (l, h, c) = (LANE_ROW[j], j / 4, j % 4);
+        let qs = |p: usize| 48 + (2 * h + p) * 32 + 8 * c;
+        [(2 * l, 0, 2), (16 + 4 * j, 2, 4), (qs(0), 6, 8), (qs(1), 14, 8)].into_iter()
     }
 
-    /// Row `row` in the file's layout.
-    pub fn row(&self, row: usize) -> Vec<u8> {
-        let (g, j) = (row / 8, row % 8);
-        let mut out = vec![0u8; self.kb * BYTES];
-        for (b, blk) in out.chunks_exact_mut(BYTES).enumerate() {
-            let at = (g * self.kb + b) * GROUP_BYTES;
-            for (to, from) in places(j) {
-                blk[from].copy_from_slice(&self.buf.bytes()[at + to.start..at + to.end]);
-            }
-        }
-        out
+    fn dequantize_block(b: &[u8], out: &mut [f32]) {
+        dequantize_block(b, out)
     }
 
-    /// Activation rows `rows` against the eight rows of group `g`; `out[r][l]` is weight row
-    /// `8g + LANE_ROW[l]`.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; `g` must be a group of this matrix.
+    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
+        dot_scalar(row, a, r)
+    }
+
     #[cfg(target_arch = "x86_64")]
-    pub unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
-        let start = g * self.kb * GROUP_BYTES;
-        assert!(start + self.kb * GROUP_BYTES <= self.buf.bytes().len() && a.blocks_per_row() == self.kb && a.block == 32);
-        unsafe { tile(self.buf.bytes().as_ptr().add(start), self.kb, a, rows, out) }
+    unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+        unsafe { tile(blocks, kb, a, rows, out) }
     }
-}
-
-/// Where the parts of row `j`'s block go in its group's block: (packed range, block range).
-fn places(j: usize) -> [(std::ops::Range<usize>, std::ops::Range<usize>); 4] {
-    let (l, h, c) = (LANE_ROW[j], j / 4, j % 4);
-    let qs = |p: usize| 48 + (2 * h + p) * 32 + 8 * c;
-    [
-        (2 * l..2 * l + 2, 0..2),
-        (16 + 4 * j..20 + 4 * j, 2..6),
-        (qs(0)..qs(0) + 8, 6..14),
-        (qs(1)..qs(1) + 8, 14..22),
-    ]
 }
 
 /// Each block's eight sums are exact integers, then scaled and accumulated in f32. Each
@@ -182,21 +139,5 @@ unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, 
     }
     for r in 0..R {
         _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every byte of every row's blocks comes back from the packed layout where it was put.
-    #[test]
-    fn packing_round_trips() {
-        let (n, kb) = (16, 5);
-        let data: Vec<u8> = (0..n * kb * BYTES).map(|i| (i * 2654435761usize >> 9) as u8).collect();
-        let p = Packed::from_blocks(&data, n, kb * 32, &|_| {}).unwrap();
-        for row in 0..n {
-            assert_eq!(p.row(row), data[row * kb * BYTES..(row + 1) * kb * BYTES], "row {row}");
-        }
     }
 }

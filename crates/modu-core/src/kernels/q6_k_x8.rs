@@ -1,30 +1,29 @@
-//! Q6_K rows repacked eight at a time, as Q4_K's are (`q4_k_x8`): one `maddubs` multiplies 8
-//! values of four rows, the two products of a 16-value sub-block sum in 16 bits (a pair is at
-//! most 2 * 63 * 127) before one `madd` with the four rows' scales, and the -32 offset is taken
-//! once per block from the activations' 16-value sums. The bytes are the file's (210 per block
-//! and row), reordered.
+//! Q6_K in the interleaved layout of `x8`: the two products of a 16-value sub-block (a pair is
+//! at most 2 * 63 * 127) sum in 16 bits before one `madd` with four rows' scales, and the -32
+//! offset is taken once per block from the activations' 16-value sums.
 
 use super::act::QuantizedRows;
-use super::q4_k_x8::LANE_ROW;
+use super::x8::{Layout, LANE_ROW};
+use super::Kernel;
 
 /// Bytes of one block of eight rows.
 const GROUP_BYTES: usize = 8 * 210;
 
-/// For each group of eight rows `g` and block `b`, at `(g * kb + b) * GROUP_BYTES`:
+/// For each group of eight rows and block, in the group's block of 8 * 210 bytes:
 /// - bytes 0..16: the eight rows' f16 `d`, in [`LANE_ROW`] order;
 /// - 16..144: the int8 scales, scale j of the row in lane l at `16 + 8j + l`;
 /// - 144..1680: the 6-bit values. For half n (values 128n..128n+128), rows 4h..4h+4 and piece p
 ///   (0..4), 96 bytes at `144 + ((2n + h) * 4 + p) * 96`: low-nibble bytes 64n + 8p.., then
 ///   64n + 32 + 8p.., then high-bit bytes 32n + 8p.., 8 of each for each of the four rows in turn.
 #[derive(Debug)]
-pub struct Packed {
-    pub kb: usize,
-    buf: super::buf::WeightBuf,
-}
+pub struct Q6KX8;
 
-/// Where the parts of row `j`'s block go in its group's block: (packed offset, block offset,
-/// length).
-fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+impl Layout for Q6KX8 {
+    const VALUES: usize = 256;
+    const BYTES: usize = 210;
+    const ACT_BLOCK: usize = 256;
+
+    fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     let (l, h, c) = (LANE_ROW[j], j / 4, j % 4);
     let head = [(2 * l, 208, 2)].into_iter().chain((0..16).map(move |s| (16 + 8 * s + l, 192 + s, 1)));
     let quants = (0..2).flat_map(move |n| {
@@ -36,55 +35,17 @@ fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
     head.chain(quants)
 }
 
-impl Packed {
-    /// `n` must be a multiple of eight. `done` receives the source rows, a few MiB at a time, once
-    /// they are packed.
-    pub fn from_blocks(data: &[u8], n: usize, k: usize, done: &dyn Fn(&[u8])) -> std::io::Result<Self> {
-        debug_assert!(n % 8 == 0);
-        let kb = k / 256;
-        let mut buf = super::buf::WeightBuf::zeroed(n * kb * 210)?;
-        let dst = buf.bytes_mut();
-        let row_bytes = kb * 210;
-        let rows_per_chunk = (super::buf::CHUNK / row_bytes.max(1)).max(1);
-        for (c, src) in data.chunks((rows_per_chunk * row_bytes).max(1)).enumerate() {
-            for (i, row) in src.chunks_exact(row_bytes).enumerate() {
-                let row_index = c * rows_per_chunk + i;
-                let (g, j) = (row_index / 8, row_index % 8);
-                for (b, blk) in row.chunks_exact(210).enumerate() {
-                    let at = (g * kb + b) * GROUP_BYTES;
-                    for (to, from, len) in places(j) {
-                        dst[at + to..at + to + len].copy_from_slice(&blk[from..from + len]);
-                    }
-                }
-            }
-            done(src);
-        }
-        Ok(Self { kb, buf })
+    fn dequantize_block(b: &[u8], out: &mut [f32]) {
+        super::q6_k::Q6K::dequantize_block(b, out)
     }
 
-    /// Row `row` in the file's layout.
-    pub fn row(&self, row: usize) -> Vec<u8> {
-        let (g, j) = (row / 8, row % 8);
-        let mut out = vec![0u8; self.kb * 210];
-        for (b, blk) in out.chunks_exact_mut(210).enumerate() {
-            let at = (g * self.kb + b) * GROUP_BYTES;
-            for (to, from, len) in places(j) {
-                blk[from..from + len].copy_from_slice(&self.buf.bytes()[at + to..at + to + len]);
-            }
-        }
-        out
+    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
+        super::q6_k::Q6K::dot_scalar(row, a, r)
     }
 
-    /// Activation rows `rows` against the eight rows of group `g`; `out[r][l]` is weight row
-    /// `8g + LANE_ROW[l]`.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; `g` must be a group of this matrix.
     #[cfg(target_arch = "x86_64")]
-    pub unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
-        let start = g * self.kb * GROUP_BYTES;
-        assert!(start + self.kb * GROUP_BYTES <= self.buf.bytes().len() && a.blocks_per_row() == self.kb && a.block == 256);
-        unsafe { tile(self.buf.bytes().as_ptr().add(start), self.kb, a, rows, out) }
+    unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+        unsafe { tile(blocks, kb, a, rows, out) }
     }
 }
 
@@ -170,35 +131,5 @@ unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, 
     }
     for r in 0..R {
         _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every byte of every row's blocks comes back from the packed layout where it was put.
-    #[test]
-    fn packing_round_trips() {
-        let (n, kb) = (16, 3);
-        let data: Vec<u8> = (0..n * kb * 210).map(|i| (i * 2654435761usize >> 11) as u8).collect();
-        let p = Packed::from_blocks(&data, n, kb * 256, &|_| {}).unwrap();
-        for row in 0..n {
-            assert_eq!(p.row(row), data[row * kb * 210..(row + 1) * kb * 210], "row {row}");
-        }
-    }
-
-    /// The layout places every byte of a group's block exactly once.
-    #[test]
-    fn places_cover_the_block() {
-        let mut seen = vec![0u8; GROUP_BYTES];
-        for j in 0..8 {
-            for (to, _, len) in places(j) {
-                for s in &mut seen[to..to + len] {
-                    *s += 1;
-                }
-            }
-        }
-        assert!(seen.iter().all(|&s| s == 1));
     }
 }

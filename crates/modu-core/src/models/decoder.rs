@@ -92,7 +92,7 @@ impl<L: Layer> Decoder<L> {
             }
         }
         if let [seg] = segs {
-            let parts: Vec<_> = stretches(ids.len()).collect();
+            let parts: Vec<_> = if ids.len() > UBATCH { stretches(ids.len()).collect() } else { Vec::new() };
             if parts.len() > 1 && seg.start == 0 && seg.len == ids.len() && self.device.is_cpu() {
                 // A long prompt of one sequence goes through the layers in stretches (each one
                 // attends to the cache the previous ones filled): its activations then take the
