@@ -16,6 +16,14 @@ pub const TOKENS: &str = "tokenizer.ggml.tokens";
 /// The metadata keys whose arrays only the tokenizer reads.
 pub const TOKENIZER_ARRAYS: [&str; 4] = [TOKENS, "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges"];
 
+/// The length of `tokenizer.ggml.tokens` in `metadata`, where it is an array.
+pub fn token_list_len(metadata: &HashMap<String, Value>) -> Option<usize> {
+    match metadata.get(TOKENS) {
+        Some(Value::Array(a)) => Some(a.len()),
+        _ => None,
+    }
+}
+
 pub trait Checkpoint: Sync {
     fn metadata(&self) -> &HashMap<String, Value>;
     /// Every tensor name, sorted.
@@ -41,7 +49,7 @@ pub trait Checkpoint: Sync {
     fn drop_pages(&self, _bytes: &[u8]) {}
     /// The length of `tokenizer.ggml.tokens`, also after [`Checkpoint::release_tokenizer_metadata`].
     fn token_count(&self) -> Option<usize> {
-        self.metadata().get(TOKENS).and_then(|v| if let Value::Array(a) = v { Some(a.len()) } else { None })
+        token_list_len(self.metadata())
     }
     /// Frees the tokenizer's arrays (token texts, scores, types, merges) once the tokenizer is
     /// built: for a vocabulary of 262k tokens they hold tens of MB while the weights load.

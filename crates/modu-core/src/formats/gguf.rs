@@ -424,10 +424,7 @@ impl GgufFile {
             },
             other => other,
         })?;
-        let token_count = match content.metadata.get(super::checkpoint::TOKENS) {
-            Some(Value::Array(a)) => Some(a.len()),
-            _ => None,
-        };
+        let token_count = super::checkpoint::token_list_len(&content.metadata);
         Ok(Self { path: path.to_path_buf(), content, map, token_count })
     }
 
