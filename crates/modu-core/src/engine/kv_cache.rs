@@ -92,13 +92,14 @@ impl KvCache {
             let keep_from = self.window.map_or(self.start, |w| (self.len + 1).saturating_sub(w).max(self.start));
             let kept = self.len - keep_from;
             let skip = keep_from - self.start;
-            // A windowed layer keeps its window plus a quarter of it, so that its rows move once
-            // every w/4 tokens (a window's copy spread over w/4 steps) while holding 1.25 windows.
-            let windowed = |w: usize| w + (w / 4).max(64);
+            // Buffers grow by doubling. A windowed layer's stops at its window plus a quarter of
+            // it, so that once full its rows move once every w/4 tokens (a window's copy spread
+            // over w/4 steps) while it holds 1.25 windows; a short sequence holds only its rows.
+            let doubled = (kept + n).max(cap * 2).max(64);
             let new_cap = match self.window {
-                Some(w) if kept + n <= cap => cap.max((kept + n).max(windowed(w))),
-                Some(w) => (kept + n).max(windowed(w)),
-                None => (kept + n).max(cap * 2).max(64),
+                Some(_) if kept + n <= cap => cap,
+                Some(w) => doubled.min(w + (w / 4).max(64)).max(kept + n),
+                None => doubled,
             };
             let (b, h, _, d) = k.dims4()?;
             let move_rows = |old: &Option<Tensor>, like: &Tensor| -> Result<Tensor> {
@@ -183,6 +184,25 @@ mod tests {
         assert_eq!(c.truncate(len - 1), len - 1);
         assert_eq!(c.truncate(10), 0);
         assert_eq!(c.len(), 0);
+        Ok(())
+    }
+
+    // A sequence shorter than the window holds its rows, not a full window's buffer; a long one
+    // stops growing at the window plus a quarter.
+    #[test]
+    fn windowed_cache_grows_only_as_needed() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut c = KvCache::windowed(DType::F32, Some(512));
+        let row_bytes = 2 * 4 * 2; // 2 values of 4 bytes, K and V
+        let chunk = Tensor::zeros((1, 1, 128, 2), DType::F32, &dev)?;
+        for _ in 0..4 {
+            c.append(&chunk, &chunk)?;
+        }
+        assert_eq!(c.allocated_bytes(), 512 * row_bytes);
+        for _ in 0..4 {
+            c.append(&chunk, &chunk)?;
+        }
+        assert_eq!(c.allocated_bytes(), 640 * row_bytes);
         Ok(())
     }
 }

@@ -233,13 +233,27 @@ impl QMatrix {
             return Err(Error::Invalid(format!("matmul: input has {k} columns, weight expects {}", self.k)));
         }
         let m = x.elem_count() / k;
-        let xs = x.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let mut out = vec![0f32; m * self.n];
-        self.matmul(&xs, m, &mut out);
+        with_f32_values(x, |xs| self.matmul(xs, m, &mut out))?;
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("non-empty") = self.n;
         Ok(Tensor::from_vec(out, shape, x.device())?)
     }
+}
+
+/// Calls `f` with the values of `x` in row-major order: read in place from a contiguous f32 CPU
+/// tensor (activations of megabytes are not copied), converted into a new buffer otherwise.
+pub(crate) fn with_f32_values<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = x.storage_and_layout();
+        if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((a, b))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(&data[a..b]));
+        }
+    }
+    let v = x.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(f(&v))
 }
 
 fn io_error(e: std::io::Error) -> Error {

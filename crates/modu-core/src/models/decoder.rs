@@ -71,8 +71,10 @@ fn stretches(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
 
 impl<L: Layer> Decoder<L> {
     /// Runs the rows of all segments through the model; returns the final hidden states
-    /// [1, rows, hidden] before the output norm.
-    fn run(&mut self, ids: &[u32], segs: &[Segment]) -> Result<Tensor> {
+    /// [1, rows - from, hidden] of rows `from..` before the output norm, and `from`. Rows before
+    /// `keep_from` are not needed: a prompt run in stretches drops the states of stretches that
+    /// end before it (`from <= keep_from`), instead of holding and joining the whole prompt's.
+    fn run(&mut self, ids: &[u32], segs: &[Segment], keep_from: usize) -> Result<(Tensor, usize)> {
         if ids.is_empty() {
             return Err(crate::Error::Invalid("forward pass over zero tokens".into()));
         }
@@ -97,14 +99,17 @@ impl<L: Layer> Decoder<L> {
                 // A long prompt of one sequence goes through the layers in stretches (each one
                 // attends to the cache the previous ones filled): its activations then take the
                 // memory of UBATCH rows, for a few more reads of the weights.
-                let parts = parts
-                    .into_iter()
-                    .map(|r| {
-                        let s = Segment { slot: seg.slot, start: 0, len: r.len(), offset: seg.offset + r.start };
-                        self.run(&ids[r], &[s])
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                return Ok(Tensor::cat(&parts, 1)?);
+                let from = parts.iter().find(|r| r.end > keep_from).map_or(0, |r| r.start);
+                let mut kept = Vec::new();
+                for r in parts {
+                    let s = Segment { slot: seg.slot, start: 0, len: r.len(), offset: seg.offset + r.start };
+                    let (x, _) = self.run(&ids[r.clone()], &[s], 0)?;
+                    if r.start >= from {
+                        kept.push(x);
+                    }
+                }
+                let x = if kept.len() == 1 { kept.remove(0) } else { Tensor::cat(&kept, 1)? };
+                return Ok((x, from));
             }
         }
         let ids_t = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
@@ -115,24 +120,29 @@ impl<L: Layer> Decoder<L> {
         for layer in self.layers.iter_mut() {
             x = layer.forward(&x, segs)?;
         }
-        Ok(x)
+        Ok((x, 0))
     }
 }
 
 impl<L: Layer> CausalLm for Decoder<L> {
     fn forward(&mut self, ids: &[u32], offset: usize, logits: Logits) -> Result<Tensor> {
         let seg = Segment { slot: 0, start: 0, len: ids.len(), offset };
-        let x = self.run(ids, &[seg])?;
+        let n = ids.len();
+        let keep_from = match logits {
+            Logits::All => 0,
+            Logits::Last => n.saturating_sub(1),
+            Logits::From(start) => {
+                if n > 0 && start >= n {
+                    return Err(crate::Error::Invalid(format!("logits from position {start} of {n}")));
+                }
+                start
+            }
+        };
+        let (x, from) = self.run(ids, &[seg], keep_from)?;
         let x = match logits {
             Logits::All => x,
             Logits::Last => layers::last_position(&x)?,
-            Logits::From(start) => {
-                let n = x.dim(1)?;
-                if start >= n {
-                    return Err(crate::Error::Invalid(format!("logits from position {start} of {n}")));
-                }
-                x.narrow(1, start, n - start)?
-            }
+            Logits::From(start) => x.narrow(1, start - from, n - start)?,
         };
         Ok(self.lm_head.forward(&self.norm.forward(&x)?)?.squeeze(0)?)
     }
@@ -150,8 +160,9 @@ impl<L: Layer> CausalLm for Decoder<L> {
             segs.push(Segment { slot: item.slot, start: ids.len(), len: item.ids.len(), offset: item.offset });
             ids.extend_from_slice(item.ids);
         }
-        let x = self.run(&ids, &segs)?;
-        let last: Vec<u32> = segs.iter().map(|s| (s.start + s.len - 1) as u32).collect();
+        let first_last = segs.iter().map(|s| s.start + s.len - 1).min().unwrap_or(0);
+        let (x, from) = self.run(&ids, &segs, first_last)?;
+        let last: Vec<u32> = segs.iter().map(|s| (s.start + s.len - 1 - from) as u32).collect();
         let idx = Tensor::new(last.as_slice(), &self.device)?;
         let x = x.squeeze(0)?.index_select(&idx, 0)?.unsqueeze(0)?;
         // One output row per sequence, computed as its own single-sequence pass computes it.

@@ -55,7 +55,7 @@ pub struct Tokenizer {
     attrs: Vec<u16>,
     /// `token_bytes` of every token, concatenated; token `i` ends at `piece_ends[i]`.
     pieces: Vec<u8>,
-    piece_ends: Vec<usize>,
+    piece_ends: Vec<u32>,
     specials: SpecialTokens,
     /// SPM byte fallback: the token for each byte.
     byte_tokens: [Option<u32>; 256],
@@ -264,7 +264,7 @@ impl Tokenizer {
         let eog =
             find_end_of_generation(&texts, &ids, &mut attrs, eos, &mut eot, &mut eom, &mut fim);
 
-        let (pieces, piece_ends) = build_pieces(&texts, &attrs, bpe.as_ref());
+        let (pieces, piece_ends) = build_pieces(&texts, &attrs, bpe.as_ref())?;
         let specials = SpecialTokens::new(&texts, &attrs);
         let mut byte_tokens = [None; 256];
         for (b, slot) in byte_tokens.iter_mut().enumerate() {
@@ -365,8 +365,8 @@ impl Tokenizer {
         if i >= self.piece_ends.len() {
             return &[];
         }
-        let start = if i == 0 { 0 } else { self.piece_ends[i - 1] };
-        &self.pieces[start..self.piece_ends[i]]
+        let start = if i == 0 { 0 } else { self.piece_ends[i - 1] as usize };
+        &self.pieces[start..self.piece_ends[i] as usize]
     }
 
     /// The concatenated bytes of `ids`, as UTF-8 with invalid sequences replaced.
@@ -854,7 +854,7 @@ fn parse_byte_token(text: &str) -> Option<u8> {
     u8::from_str_radix(hex, 16).ok()
 }
 
-fn build_pieces(texts: &[String], attrs: &[u16], bpe: Option<&bpe::Bpe>) -> (Vec<u8>, Vec<usize>) {
+fn build_pieces(texts: &[String], attrs: &[u16], bpe: Option<&bpe::Bpe>) -> Result<(Vec<u8>, Vec<u32>)> {
     let mut pieces = Vec::with_capacity(texts.iter().map(String::len).sum());
     let mut ends = Vec::with_capacity(texts.len());
     let mut bad_bytes = 0usize;
@@ -880,14 +880,14 @@ fn build_pieces(texts: &[String], attrs: &[u16], bpe: Option<&bpe::Bpe>) -> (Vec
                 None => bad_bytes += 1,
             }
         }
-        ends.push(pieces.len());
+        ends.push(u32::try_from(pieces.len()).map_err(|_| tok_err("the token texts exceed 4 GiB"))?);
     }
     if bad_bytes > 0 {
         tracing::warn!(
             "{bad_bytes} byte tokens are not of the form <0xHH>; they render as nothing"
         );
     }
-    (pieces, ends)
+    Ok((pieces, ends))
 }
 
 // ---------------------------------------------------------------------------------------------
