@@ -32,7 +32,7 @@ enum Command {
     #[command(after_help = "Examples:\n  modu logits -m model.gguf --text \"Hello\" --out logits.safetensors\n  modu logits -m model.gguf --ids 2,818,3823 --out logits.safetensors")]
     Logits(commands::inspect::LogitsArgs),
     /// Perplexity of a text file, with llama.cpp's method.
-    #[command(after_help = "Example:\n  modu perplexity -m model.gguf -f wiki.txt --ctx 512")]
+    #[command(after_help = "Examples:\n  modu perplexity -m model.gguf -f wiki.txt --ctx 512\n  modu perplexity -m model.gguf -f wiki.txt --ctx 512 --exact --kl-divergence-base exact.kld\n  modu perplexity -m model.gguf --kl-divergence exact.kld")]
     Perplexity(commands::perplexity::PerplexityArgs),
     /// Serve models over an OpenAI-compatible HTTP API with continuous batching.
     #[command(after_help = "Examples:\n  modu serve -m gemma-3-270m-q4_k_m.gguf --port 8080\n  modu serve -m exaone=./EXAONE-4.0-1.2B -m gemma=gemma.gguf --parallel 8 --api-key $KEY")]

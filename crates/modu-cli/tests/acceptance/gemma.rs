@@ -317,28 +317,113 @@ fn scheduler_is_batch_invariant() {
     }
 }
 
-// The quantized kernels against plain arithmetic on the same weights: every weight dequantized to
-// f32 and multiplied in f32 by candle (no int8 activations), the same f16 cache and rounding
-// elsewhere. Perplexity over the longest reference text must agree within 1%: a kernel that
-// misreads a block or drops a tile's last rows moves it by whole percents. Measured: +0.52%,
-// which is what rounding activations to int8 costs (llama.cpp rounds them the same way; its own
-// figure for this text is within 0.1% of ours). A tighter bound would test rounding noise:
-// changing only the summation order of attention moved this figure by 0.3%.
+// The CLI's KL-divergence round trip: a base file written by `modu perplexity
+// --kl-divergence-base` and read back by `--kl-divergence` on the same arithmetic gives the same
+// perplexity and the same top token everywhere, with a divergence at the 16-bit storage's
+// resolution (wrong row order or alignment gives divergences of whole nats); the file has llama.cpp's size for its header and rows; a file that is not one is
+// refused with a reason and a non-zero exit.
 #[test]
-fn kernels_keep_perplexity_of_plain_arithmetic() {
-    const PLAIN_PPL_BOUND: f64 = 0.01;
-    let r = reference();
-    let case = r["perplexity"]["cases"].as_array().unwrap().iter().find(|c| c["file"] == "ppl_en.txt" && c["ctx"] == 512).unwrap().clone();
-    let text = std::fs::read_to_string(shared_dir().join("reference").join(case["file"].as_str().unwrap())).unwrap();
-    let plain_opts = modu_core::models::layers::LoadOptions { dequantize: true, ..Default::default() };
-    let mut ppl = Vec::new();
-    for opts in [Default::default(), plain_opts] {
-        let mut m = loader::load_with(&gemma_path(), &Device::Cpu, opts).unwrap();
-        let bos = m.tokenizer.bos_id().unwrap();
-        let tokens = m.tokenizer.encode(&text, true, false).unwrap();
-        ppl.push(modu_core::engine::perplexity::perplexity(m.model.as_mut(), &tokens, 512, bos, |_, _, _| {}).unwrap().ppl);
+fn kl_divergence_base_file_round_trips_through_the_cli() {
+    let model = gemma_path();
+    let m = model.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("modu-kld-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = dir.join("base.kld");
+    let text = dir.join("text.txt");
+    std::fs::write(&text, "The quick brown fox jumps over the lazy dog. 오늘 날씨가 정말 좋네요. ".repeat(3)).unwrap();
+    let write = modu(&["perplexity", "-m", m, "-f", text.to_str().unwrap(), "-c", "16", "--quiet", "--kl-divergence-base", base.to_str().unwrap()]);
+    assert!(write.status.success(), "{}", String::from_utf8_lossy(&write.stderr));
+    let written = String::from_utf8(write.stdout).unwrap();
+    let ppl = |s: &str| s.split_whitespace().nth(2).unwrap().parse::<f64>().unwrap();
+    // "PPL = x (N chunks of 16, ...)": N chunks of 16 token ids, 7 scored positions each, rows
+    // of 2 * 131072 + 4 u16.
+    let chunks: u64 = written.split(" chunks").next().unwrap().rsplit('(').next().unwrap().parse().unwrap();
+    assert!(chunks >= 2, "{written}");
+    let len = std::fs::metadata(&base).unwrap().len();
+    assert_eq!(len, 20 + 4 * chunks * 16 + chunks * 7 * 2 * (262_144 + 4));
+
+    let read = modu(&["perplexity", "-m", m, "--kl-divergence", base.to_str().unwrap(), "--quiet"]);
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let report = String::from_utf8(read.stdout).unwrap();
+    assert_eq!(ppl(&written), ppl(&report), "{written}\n{report}");
+    let field = |key: &str| -> f64 {
+        let at = report.find(key).unwrap_or_else(|| panic!("no '{key}' in {report}")) + key.len();
+        report[at..].split(|c: char| !(c.is_ascii_digit() || c == '.')).find(|t| !t.is_empty()).unwrap().parse().unwrap()
+    };
+    assert!(field("mean ") < 1e-5, "{report}");
+    assert_eq!(field("same top token: "), 100.0, "{report}");
+    // The base's perplexity comes from the stored rows, where a token more than 16 nats below
+    // the most likely one is stored at that floor (as llama.cpp stores it): never above ours.
+    assert!(field("PPL/base PPL = ") >= 1.0 - 1e-4, "{report}");
+
+    std::fs::write(&base, b"_logits_ but nothing else").unwrap();
+    let bad = modu(&["perplexity", "-m", m, "--kl-divergence", base.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a usable log-probability file"), "{}", String::from_utf8_lossy(&bad.stderr));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// llama.cpp's mean KL divergence from the exact model on each reference case (text, ctx):
+/// `bench/kl-vs-llama-cpp.sh`, llama.cpp 0c1e570 against the base file `modu perplexity --exact`
+/// wrote, in llama.cpp's format.
+const LLAMA_CPP_KLD: [(&str, usize, f64); 4] = [
+    ("ppl_en.txt", 512, 0.004536),
+    ("ppl_en.txt", 128, 0.006572),
+    ("ppl_ko.txt", 128, 0.010145),
+    ("ppl_ko.txt", 256, 0.011302),
+];
+
+// The quantized kernels against the exact model on the same weights (every weight dequantized to
+// f32, f32 cache, no int8 activations), logit by logit on every scored position of the
+// reference texts: the mean KL divergence from the exact model's distribution must stay within
+// 15% of llama.cpp's (measured: modu 0.0045-0.0103, llama.cpp 0.0045-0.0113; the two differ by
+// more than their standard errors only where modu is closer). A kernel that misreads a block or
+// drops a tile's rows multiplies it; so does rounding activations more coarsely than ggml.
+// Perplexity itself cannot be held to 0.1% here: on a few hundred tokens it moves by tenths of
+// a percent with any change of rounding (llama.cpp's own standard error on the ratio to the
+// exact model is 0.3-0.8% on these texts).
+#[test]
+fn kernels_stay_as_close_to_the_exact_model_as_llama_cpp() {
+    use modu_core::engine::kl_divergence::{base_row, KlStats};
+    let mut exact = loader::load_with(&gemma_path(), &Device::Cpu, modu_core::models::layers::LoadOptions::exact()).unwrap();
+    let mut quant = load();
+    let bos = quant.tokenizer.bos_id().unwrap();
+    let mut report = Vec::new();
+    let mut failed = false;
+    for (file, ctx, llama_kld) in LLAMA_CPP_KLD {
+        let text = std::fs::read_to_string(shared_dir().join("reference").join(file)).unwrap();
+        let tokens = quant.tokenizer.encode(&text, true, false).unwrap();
+        let first = ctx / 2;
+        let mut stats = KlStats::default();
+        let mut row = Vec::new();
+        for chunk in tokens.chunks_exact(ctx) {
+            let mut chunk = chunk.to_vec();
+            chunk[0] = bos;
+            let rows = |m: &mut LoadedModel| {
+                m.model.truncate(0);
+                m.model.forward(&chunk, 0, Logits::From(first)).unwrap().to_vec2::<f32>().unwrap()
+            };
+            let (e, q) = (rows(&mut exact), rows(&mut quant));
+            for r in 0..ctx - 1 - first {
+                base_row(&e[r], &mut row);
+                stats.add(&q[r], &row, chunk[first + r + 1]).unwrap();
+            }
+        }
+        let s = stats.summary();
+        let ok = s.mean_kld <= 1.15 * llama_kld && s.same_top > 0.85;
+        failed |= !ok;
+        report.push(format!(
+            "{file} ctx {ctx}: KLD {:.6} ± {:.6} (llama.cpp {llama_kld:.6}), same top {:.1}%, PPL {:.4} vs exact {:.4} ({:+.3}%), {} positions{}",
+            s.mean_kld,
+            s.kld_err,
+            100.0 * s.same_top,
+            s.ppl,
+            s.ppl_base,
+            100.0 * (s.ppl / s.ppl_base - 1.0),
+            s.count,
+            if ok { "" } else { "  <- too far from the exact model" }
+        ));
     }
-    let rel = (ppl[0] - ppl[1]).abs() / ppl[1];
-    eprintln!("ppl_en.txt ctx 512: kernels {:.4}, plain f32 {:.4} ({:+.3}%)", ppl[0], ppl[1], 100.0 * (ppl[0] - ppl[1]) / ppl[1]);
-    assert!(rel < PLAIN_PPL_BOUND, "kernels {} vs plain {}", ppl[0], ppl[1]);
+    eprintln!("{}", report.join("\n"));
+    assert!(!failed, "{}", report.join("\n"));
 }

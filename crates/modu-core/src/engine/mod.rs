@@ -4,6 +4,7 @@
 pub mod constraint;
 pub mod generate;
 pub mod kv_cache;
+pub mod kl_divergence;
 pub mod perplexity;
 pub mod sampler;
 pub mod scheduler;

@@ -21,7 +21,20 @@ pub fn perplexity(
     tokens: &[u32],
     ctx: usize,
     bos: u32,
+    on_chunk: impl FnMut(usize, usize, f64),
+) -> Result<Perplexity> {
+    perplexity_rows(model, tokens, ctx, bos, on_chunk, |_, _| Ok(()))
+}
+
+/// [`perplexity`], also handing every scored position's logits and the token they score to
+/// `on_row`, in order (a KL-divergence base file is written or compared from them).
+pub fn perplexity_rows(
+    model: &mut dyn CausalLm,
+    tokens: &[u32],
+    ctx: usize,
+    bos: u32,
     mut on_chunk: impl FnMut(usize, usize, f64),
+    mut on_row: impl FnMut(&[f32], u32) -> Result<()>,
 ) -> Result<Perplexity> {
     if ctx < 4 {
         return Err(Error::Invalid(format!("context {ctx} is too small for perplexity (at least 4)")));
@@ -48,6 +61,7 @@ pub fn perplexity(
         for (r, row) in rows.iter().enumerate().take(ctx - 1 - first) {
             let target = chunk[first + r + 1] as usize;
             nll -= log_softmax_at(row, target)?;
+            on_row(row, target as u32)?;
             count += 1;
         }
         let ppl = (nll / count as f64).exp();

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# How close modu and llama.cpp come to the exact model, logit by logit, on the reference texts.
+#
+# For each case (text, context) modu writes the exact model's log-probabilities (f32 weights
+# dequantized from the file, f32 KV cache, no int8 activations) as a KL-divergence base file in
+# llama.cpp's format; then llama-perplexity --kl-divergence and modu perplexity --kl-divergence
+# each run the quantized arithmetic on the same tokens and compare with that base. One table:
+# perplexity, perplexity ratio to the exact model (llama.cpp's ± is its own standard error),
+# mean KL divergence and top-token agreement, for both engines.
+#
+# Perplexity on a few hundred tokens moves by tenths of a percent with any change of rounding
+# in either engine; the KL divergence from the exact model is the figure that ranks them.
+#
+# Usage: bench/kl-vs-llama-cpp.sh [-m MODEL.gguf] [-t THREADS] [-c "FILE:CTX ..."]
+#   -m  GGUF model (default $MODU_TEST_MODELS/gemma-3-270m-q4_k_m.gguf,
+#       MODU_TEST_MODELS defaults to ~/.cache/modu/test-models)
+#   -t  threads for both engines (default 2)
+#   -c  cases as FILE:CTX, FILE relative to ../shared/reference or absolute
+#       (default "ppl_en.txt:512 ppl_en.txt:128 ppl_ko.txt:128 ppl_ko.txt:256")
+#
+# Environment:
+#   MODU_BIN          use this modu binary instead of building target/release/modu
+#   LLAMA_PERPLEXITY  use this llama-perplexity instead of bench/build-llama-cpp.sh's
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+refdir="$(cd "$root/.." && pwd)/shared/reference"
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
+die() { echo "kl-vs-llama-cpp: error: $*" >&2; exit 1; }
+log() { echo "kl-vs-llama-cpp: $*" >&2; }
+
+model="${MODU_TEST_MODELS:-$HOME/.cache/modu/test-models}/gemma-3-270m-q4_k_m.gguf"
+threads=2
+cases="ppl_en.txt:512 ppl_en.txt:128 ppl_ko.txt:128 ppl_ko.txt:256"
+while getopts ":m:t:c:h" opt; do
+  case "$opt" in
+    m) model="$OPTARG" ;;
+    t) threads="$OPTARG" ;;
+    c) cases="$OPTARG" ;;
+    h) usage; exit 0 ;;
+    :) die "option -$OPTARG needs a value (see -h)" ;;
+    *) die "unknown option -$OPTARG (see -h)" ;;
+  esac
+done
+shift $((OPTIND - 1))
+[ $# -eq 0 ] || die "unexpected argument: $1 (see -h)"
+[[ "$threads" =~ ^[0-9]+$ ]] && [ "$threads" -ge 1 ] || die "-t must be a positive integer, got '$threads'"
+[ -f "$model" ] || die "model file not found: $model (fetch it with scripts/fetch-test-models.sh, or pass -m)"
+
+if [ -n "${LLAMA_PERPLEXITY:-}" ]; then
+  llama="$LLAMA_PERPLEXITY"
+else
+  llama="$("$here/build-llama-cpp.sh" | tail -n1)/llama-perplexity"
+fi
+[ -x "$llama" ] || die "llama-perplexity not found or not executable: $llama"
+if [ -n "${MODU_BIN:-}" ]; then
+  modu="$MODU_BIN"
+else
+  log "building modu (cargo build --release)"
+  (cd "$root" && cargo build --release --bin modu) >&2 || die "cargo build --release failed"
+  modu="$root/target/release/modu"
+fi
+[ -x "$modu" ] || die "modu binary not found or not executable: $modu"
+
+out="$(mktemp -d "${TMPDIR:-/tmp}/modu-kl.XXXXXX")"
+trap 'rm -rf "$out"' EXIT
+
+printf '| text | ctx | tokens | exact PPL | llama.cpp PPL | llama.cpp/exact | llama.cpp KLD | llama.cpp same top | modu PPL | modu/exact | modu KLD | modu same top |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|---|---|\n'
+for c in $cases; do
+  file="${c%:*}" ctx="${c##*:}"
+  [[ "$ctx" =~ ^[0-9]+$ ]] || die "bad case '$c' (FILE:CTX)"
+  case "$file" in /*) path="$file" ;; *) path="$refdir/$file" ;; esac
+  [ -f "$path" ] || die "text not found: $path"
+  base="$out/base.kld"
+  log "$file, ctx $ctx: exact model (modu --exact)"
+  "$modu" perplexity -m "$model" -t "$threads" --exact -f "$path" -c "$ctx" --quiet \
+    --kl-divergence-base "$base" > "$out/exact.txt" || die "modu --exact failed (see above)"
+  log "$file, ctx $ctx: llama.cpp"
+  "$llama" -m "$model" -t "$threads" -c "$ctx" --kl-divergence-base "$base" --kl-divergence \
+    > "$out/llama.txt" 2>&1 || { tail -n 20 "$out/llama.txt" >&2; die "llama-perplexity failed"; }
+  log "$file, ctx $ctx: modu"
+  "$modu" perplexity -m "$model" -t "$threads" --kl-divergence "$base" --quiet > "$out/modu.txt" \
+    || die "modu --kl-divergence failed (see above)"
+
+  exact="$(sed -n 's/^PPL = \([0-9.]*\) .*/\1/p' "$out/exact.txt")"
+  scored="$(sed -n 's/.*, \([0-9]*\) tokens scored.*/\1/p' "$out/exact.txt")"
+  l_ppl="$(sed -n 's/^Mean PPL(Q) *: *\([0-9.]*\).*/\1/p' "$out/llama.txt")"
+  l_ratio="$(sed -n 's/^Mean PPL(Q)\/PPL(base) *: *\([0-9.]*\) *± *\([0-9.]*\).*/\1 ± \2/p' "$out/llama.txt")"
+  l_kld="$(sed -n 's/^Mean *KLD: *\([0-9.]*\) *± *\([0-9.]*\).*/\1 ± \2/p' "$out/llama.txt")"
+  l_top="$(sed -n 's/^Same top p: *\([0-9.]*\) *± *\([0-9.]*\) *%.*/\1%/p' "$out/llama.txt")"
+  m_ppl="$(sed -n 's/^PPL = \([0-9.]*\) .*/\1/p' "$out/modu.txt")"
+  m_ratio="$(sed -n 's/.*PPL\/base PPL = \([0-9.]*\).*/\1/p' "$out/modu.txt")"
+  m_kld="$(sed -n 's/.*mean \([0-9.]*\) ± \([0-9.]*\),.*/\1 ± \2/p' "$out/modu.txt")"
+  m_top="$(sed -n 's/^same top token: \([0-9.]*\)%.*/\1%/p' "$out/modu.txt")"
+  for v in exact scored l_ppl l_ratio l_kld l_top m_ppl m_ratio m_kld m_top; do
+    [ -n "${!v}" ] || die "could not read $v for $file ctx $ctx (outputs in $out)"
+  done
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+    "$file" "$ctx" "$scored" "$exact" "$l_ppl" "$l_ratio" "$l_kld" "$l_top" "$m_ppl" "$m_ratio" "$m_kld" "$m_top"
+done
+printf '\nmodel %s; llama.cpp %s; modu %s; %s threads\n' "$(basename "$model")" "$llama" \
+  "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" "$threads"
