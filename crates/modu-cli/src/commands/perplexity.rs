@@ -60,10 +60,8 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         (None, Some(text)) => (loaded.tokenizer.encode(&text, true, false)?, args.ctx.unwrap_or(512)),
         (None, None) => unreachable!("clap requires --file or --kl-divergence"),
     };
-    let bos = loaded
-        .tokenizer
-        .bos_id()
-        .ok_or_else(|| anyhow::anyhow!("the model has no BOS token; llama.cpp's perplexity method needs one"))?;
+    // As llama.cpp: chunks start with BOS only for models that add it.
+    let bos = if loaded.tokenizer.add_bos() { loaded.tokenizer.bos_id() } else { None };
     anyhow::ensure!(ctx >= 4, "context {ctx} is too small for perplexity (at least 4)");
     let mut writer = match &args.kl_divergence_base {
         Some(path) => {

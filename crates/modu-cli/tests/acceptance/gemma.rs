@@ -105,7 +105,7 @@ fn perplexity_within_one_percent_of_llama_cpp() {
         let expected = case["ppl"].as_f64().unwrap();
         let text = std::fs::read_to_string(shared_dir().join("reference").join(file)).unwrap();
         let tokens = m.tokenizer.encode(&text, true, false).unwrap();
-        let got = modu_core::engine::perplexity::perplexity(m.model.as_mut(), &tokens, ctx, bos, |_, _, _| {}).unwrap();
+        let got = modu_core::engine::perplexity::perplexity(m.model.as_mut(), &tokens, ctx, Some(bos), |_, _, _| {}).unwrap();
         let rel = (got.ppl - expected).abs() / expected;
         report.push(format!("{file} ctx {ctx}: modu {:.4} llama.cpp {expected:.4} ({:+.3}%)", got.ppl, 100.0 * (got.ppl - expected) / expected));
         assert!(rel < 0.01, "{}", report.join("\n"));

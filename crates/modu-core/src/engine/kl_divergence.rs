@@ -21,11 +21,6 @@ fn row_len(n_vocab: usize) -> usize {
     2 * n_vocab.div_ceil(2) + 4
 }
 
-/// Positions scored per chunk.
-fn scored_per_chunk(n_ctx: usize) -> usize {
-    n_ctx - 1 - n_ctx / 2
-}
-
 /// `max(logits)` and `ln(sum(exp(logit - max)))`, with the sum in f64 as llama.cpp takes it.
 fn max_and_log_sum_exp(row: &[f32]) -> (f32, f32) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -146,14 +141,17 @@ impl BaseReader {
         if n_ctx < 4 || n_vocab < 1 || n_chunk < 1 {
             return Err(bad(format!("context {n_ctx}, vocabulary {n_vocab}, {n_chunk} chunks")));
         }
-        let (n_ctx, n_vocab, n_chunk) = (n_ctx as usize, n_vocab as usize, n_chunk as usize);
-        let rows = n_chunk * scored_per_chunk(n_ctx);
-        let want = 20u64 + 4 * (n_chunk * n_ctx) as u64 + 2 * (rows as u64) * row_len(n_vocab) as u64;
-        if size != want {
+        let (n_ctx, n_vocab, n_chunk) = (n_ctx as u128, n_vocab as u128, n_chunk as u128);
+        // Below 2^31 each: these products fit in u128.
+        let rows = n_chunk * (n_ctx - 1 - n_ctx / 2);
+        let want = 20 + 4 * n_chunk * n_ctx + 2 * rows * (2 * n_vocab.div_ceil(2) + 4);
+        if size as u128 != want {
             return Err(bad(format!(
                 "{size} bytes, but {n_chunk} chunks of {n_ctx} over a vocabulary of {n_vocab} take {want}"
             )));
         }
+        // The size matched: the counts below are backed by the file's bytes.
+        let (n_ctx, n_vocab, n_chunk, rows) = (n_ctx as usize, n_vocab as usize, n_chunk as usize, rows as usize);
         let mut raw = vec![0u8; 4 * n_chunk * n_ctx];
         input.read_exact(&mut raw).map_err(io)?;
         let tokens = raw
@@ -245,14 +243,29 @@ impl KlStats {
         let var = self.kld.iter().map(|k| (k - mean) * (k - mean)).sum::<f64>() / (c - 1.0).max(1.0);
         let mut sorted = self.kld.clone();
         sorted.sort_by(f64::total_cmp);
-        let at = |q: f64| sorted.get(((count as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+        // llama.cpp's definitions: linear interpolation between ranks; the median of an even
+        // count is the mean of the middle two.
+        let at = |q: f64| -> f64 {
+            if sorted.is_empty() {
+                return 0.0;
+            }
+            let p = q * (count - 1) as f64;
+            let i = p as usize;
+            let f = p - i as f64;
+            (1.0 - f) * sorted[i] + f * sorted[(i + 1).min(count - 1)]
+        };
+        let median = match count {
+            0 => 0.0,
+            c if c % 2 == 0 => 0.5 * (sorted[c / 2] + sorted[c / 2 - 1]),
+            c => sorted[c / 2],
+        };
         KlSummary {
             count,
             ppl: (self.nll / c).exp(),
             ppl_base: (self.nll_base / c).exp(),
             mean_kld: mean,
             kld_err: (var / c).sqrt(),
-            median_kld: at(0.5),
+            median_kld: median,
             p99_kld: at(0.99),
             max_kld: sorted.last().copied().unwrap_or(0.0),
             same_top: self.same_top as f64 / c,
@@ -263,6 +276,11 @@ impl KlStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Positions scored per chunk.
+    fn scored_per_chunk(n_ctx: usize) -> usize {
+        n_ctx - 1 - n_ctx / 2
+    }
 
     fn row(seed: usize, n: usize) -> Vec<f32> {
         (0..n).map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 / 1000.0 - 0.5) * 12.0).collect()
@@ -330,6 +348,12 @@ mod tests {
 
         // A truncated or foreign file is refused with a reason.
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(BaseReader::open(&path).err().unwrap().to_string().contains("bytes"));
+        let mut huge = b"_logits_".to_vec();
+        for v in [i32::MAX, i32::MAX, i32::MAX] {
+            huge.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(&path, &huge).unwrap();
         assert!(BaseReader::open(&path).err().unwrap().to_string().contains("bytes"));
         std::fs::write(&path, b"GGUF and more bytes than a header").unwrap();
         assert!(BaseReader::open(&path).err().unwrap().to_string().contains("_logits_"));

@@ -95,9 +95,11 @@ impl KvCache {
             // Buffers grow by doubling. A windowed layer's stops at its window plus a quarter of
             // it, so that once full its rows move once every w/4 tokens (a window's copy spread
             // over w/4 steps) while it holds 1.25 windows; a short sequence holds only its rows.
+            // Once rows are dropped the sequence has outgrown the window: the buffer takes its
+            // full size then, or a buffer of exactly the window would move every token.
             let doubled = (kept + n).max(cap * 2).max(64);
             let new_cap = match self.window {
-                Some(_) if kept + n <= cap => cap,
+                Some(w) if keep_from > self.start => (kept + n).max(w + (w / 4).max(64)),
                 Some(w) => doubled.min(w + (w / 4).max(64)).max(kept + n),
                 None => doubled,
             };
@@ -203,6 +205,16 @@ mod tests {
             c.append(&chunk, &chunk)?;
         }
         assert_eq!(c.allocated_bytes(), 640 * row_bytes);
+
+        // Decoding a token at a time past the window: the buffer reaches its full size once rows
+        // start to drop, and holds it (a buffer of exactly the window would be copied each token).
+        let mut c = KvCache::windowed(DType::F32, Some(512));
+        let row = Tensor::zeros((1, 1, 1, 2), DType::F32, &dev)?;
+        for pos in 0..1500usize {
+            c.append(&row, &row)?;
+            let want = if pos < 512 { (pos + 1).next_power_of_two().max(64) } else { 640 };
+            assert_eq!(c.allocated_bytes(), want * row_bytes, "after position {pos}");
+        }
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! Perplexity with llama.cpp's exact method (`llama-perplexity -c CTX`).
 //!
-//! The text is tokenized once with BOS and cut into floor(n / ctx) chunks; each chunk starts with
-//! BOS in place of its first token; logits at positions ctx/2 .. ctx-2 score the next token.
+//! The text is tokenized once (with BOS where the model adds one) and cut into floor(n / ctx)
+//! chunks; where the model adds BOS, each chunk starts with BOS in place of its first token;
+//! logits at positions ctx/2 .. ctx-2 score the next token.
 //! PPL = exp(mean negative log-likelihood over all scored tokens).
 
 use crate::error::{Error, Result};
@@ -20,7 +21,7 @@ pub fn perplexity(
     model: &mut dyn CausalLm,
     tokens: &[u32],
     ctx: usize,
-    bos: u32,
+    bos: Option<u32>,
     on_chunk: impl FnMut(usize, usize, f64),
 ) -> Result<Perplexity> {
     perplexity_rows(model, tokens, ctx, bos, on_chunk, |_, _| Ok(()))
@@ -32,7 +33,7 @@ pub fn perplexity_rows(
     model: &mut dyn CausalLm,
     tokens: &[u32],
     ctx: usize,
-    bos: u32,
+    bos: Option<u32>,
     mut on_chunk: impl FnMut(usize, usize, f64),
     mut on_row: impl FnMut(&[f32], u32) -> Result<()>,
 ) -> Result<Perplexity> {
@@ -52,7 +53,9 @@ pub fn perplexity_rows(
     let mut per_chunk = Vec::with_capacity(chunks);
     for c in 0..chunks {
         let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
-        chunk[0] = bos;
+        if let Some(bos) = bos {
+            chunk[0] = bos;
+        }
         model.truncate(0);
         let logits = model.forward(&chunk, 0, Logits::From(first))?;
         let logits = logits.to_dtype(candle_core::DType::F32)?;

@@ -17,6 +17,7 @@ mod vocab;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use candle_core::quantized::gguf_file::Value;
@@ -53,9 +54,6 @@ pub struct Tokenizer {
     ids: vocab::Vocab,
     scores: Vec<f32>,
     attrs: Vec<u16>,
-    /// `token_bytes` of every token, concatenated; token `i` ends at `piece_ends[i]`.
-    pieces: Vec<u8>,
-    piece_ends: Vec<u32>,
     specials: SpecialTokens,
     /// SPM byte fallback: the token for each byte.
     byte_tokens: [Option<u32>; 256],
@@ -264,7 +262,7 @@ impl Tokenizer {
         let eog =
             find_end_of_generation(&texts, &ids, &mut attrs, eos, &mut eot, &mut eom, &mut fim);
 
-        let (pieces, piece_ends) = build_pieces(&texts, &attrs, bpe.as_ref())?;
+        warn_on_bad_byte_tokens(&texts, &attrs);
         let specials = SpecialTokens::new(&texts, &attrs);
         let mut byte_tokens = [None; 256];
         for (b, slot) in byte_tokens.iter_mut().enumerate() {
@@ -285,8 +283,6 @@ impl Tokenizer {
             ids,
             scores,
             attrs,
-            pieces,
-            piece_ends,
             specials,
             byte_tokens,
             bos,
@@ -360,20 +356,42 @@ impl Tokenizer {
     /// tokens give their text. An id outside the vocabulary gives nothing.
     ///
     /// A piece may end in the middle of a UTF-8 character; use [`StreamDecoder`] to print.
-    pub fn token_bytes(&self, id: u32) -> &[u8] {
-        let i = id as usize;
-        if i >= self.piece_ends.len() {
-            return &[];
+    ///
+    /// Made from the token's text when asked (a copy only where the bytes differ from it), so
+    /// that the vocabulary's texts are held once.
+    pub fn token_bytes(&self, id: u32) -> Cow<'_, [u8]> {
+        let (Some(text), Some(&a)) = (self.ids.get_text(id), self.attrs.get(id as usize)) else {
+            return Cow::Borrowed(&[]);
+        };
+        if a & (attr::UNKNOWN | attr::CONTROL) != 0 {
+            Cow::Borrowed(&[])
+        } else if a & attr::USER_DEFINED != 0 {
+            Cow::Borrowed(text.as_bytes())
+        } else if a & attr::NORMAL != 0 {
+            match &self.model {
+                Model::Spm if text.contains(SPACE_ESCAPE) => Cow::Owned(text.replace(SPACE_ESCAPE, " ").into_bytes()),
+                Model::Spm => Cow::Borrowed(text.as_bytes()),
+                Model::Bpe(bpe) => {
+                    let mut out = Vec::with_capacity(text.len());
+                    bpe.decode_piece(text, &mut out);
+                    Cow::Owned(out)
+                }
+            }
+        } else if a & attr::BYTE != 0 {
+            match parse_byte_token(text) {
+                Some(b) => Cow::Borrowed(std::slice::from_ref(&ALL_BYTES[b as usize])),
+                None => Cow::Borrowed(&[]),
+            }
+        } else {
+            Cow::Borrowed(&[])
         }
-        let start = if i == 0 { 0 } else { self.piece_ends[i - 1] as usize };
-        &self.pieces[start..self.piece_ends[i] as usize]
     }
 
     /// The concatenated bytes of `ids`, as UTF-8 with invalid sequences replaced.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
         for &id in ids {
-            bytes.extend_from_slice(self.token_bytes(id));
+            bytes.extend_from_slice(&self.token_bytes(id));
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }
@@ -385,7 +403,7 @@ impl Tokenizer {
         for &id in ids {
             match self.is_control(id).then(|| self.token_text(id)).flatten() {
                 Some(t) => bytes.extend_from_slice(t.as_bytes()),
-                None => bytes.extend_from_slice(self.token_bytes(id)),
+                None => bytes.extend_from_slice(&self.token_bytes(id)),
             }
         }
         String::from_utf8_lossy(&bytes).into_owned()
@@ -467,7 +485,7 @@ impl<'a> StreamDecoder<'a> {
     /// Adds one token; returns the text that is now complete (possibly empty).
     pub fn push(&mut self, id: u32) -> String {
         self.pending
-            .extend_from_slice(self.tokenizer.token_bytes(id));
+            .extend_from_slice(&self.tokenizer.token_bytes(id));
         let mut out = String::new();
         let mut rest: &[u8] = &self.pending;
         loop {
@@ -854,40 +872,28 @@ fn parse_byte_token(text: &str) -> Option<u8> {
     u8::from_str_radix(hex, 16).ok()
 }
 
-fn build_pieces(texts: &[String], attrs: &[u16], bpe: Option<&bpe::Bpe>) -> Result<(Vec<u8>, Vec<u32>)> {
-    let mut pieces = Vec::with_capacity(texts.iter().map(String::len).sum());
-    let mut ends = Vec::with_capacity(texts.len());
-    let mut bad_bytes = 0usize;
-    for (text, &a) in texts.iter().zip(attrs) {
-        if a & (attr::UNKNOWN | attr::CONTROL) != 0 {
-            // rendered as nothing
-        } else if a & attr::USER_DEFINED != 0 {
-            pieces.extend_from_slice(text.as_bytes());
-        } else if a & attr::NORMAL != 0 {
-            match bpe {
-                None => {
-                    for c in text.chars() {
-                        let c = if c == SPACE_ESCAPE { ' ' } else { c };
-                        let mut buf = [0u8; 4];
-                        pieces.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                    }
-                }
-                Some(bpe) => bpe.decode_piece(text, &mut pieces),
-            }
-        } else if a & attr::BYTE != 0 {
-            match parse_byte_token(text) {
-                Some(b) => pieces.push(b),
-                None => bad_bytes += 1,
-            }
-        }
-        ends.push(u32::try_from(pieces.len()).map_err(|_| tok_err("the token texts exceed 4 GiB"))?);
+/// Every byte value, for byte tokens' one-byte pieces.
+static ALL_BYTES: [u8; 256] = {
+    let mut a = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        a[i] = i as u8;
+        i += 1;
     }
+    a
+};
+
+fn warn_on_bad_byte_tokens(texts: &[String], attrs: &[u16]) {
+    let bad_bytes = texts
+        .iter()
+        .zip(attrs)
+        .filter(|(t, &a)| a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED | attr::NORMAL) == 0 && a & attr::BYTE != 0 && parse_byte_token(t).is_none())
+        .count();
     if bad_bytes > 0 {
         tracing::warn!(
             "{bad_bytes} byte tokens are not of the form <0xHH>; they render as nothing"
         );
     }
-    Ok((pieces, ends))
 }
 
 // ---------------------------------------------------------------------------------------------
