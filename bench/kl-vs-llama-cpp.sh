@@ -23,13 +23,10 @@
 #   LLAMA_PERPLEXITY  use this llama-perplexity instead of bench/build-llama-cpp.sh's
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/.." && pwd)"
+name=kl-vs-llama-cpp
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+root="$repo_root"
 refdir="$(cd "$root/.." && pwd)/shared/reference"
-
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die() { echo "kl-vs-llama-cpp: error: $*" >&2; exit 1; }
-log() { echo "kl-vs-llama-cpp: $*" >&2; }
 
 model="${MODU_TEST_MODELS:-$HOME/.cache/modu/test-models}/gemma-3-270m-q4_k_m.gguf"
 threads=2
@@ -49,20 +46,8 @@ shift $((OPTIND - 1))
 [[ "$threads" =~ ^[0-9]+$ ]] && [ "$threads" -ge 1 ] || die "-t must be a positive integer, got '$threads'"
 [ -f "$model" ] || die "model file not found: $model (fetch it with scripts/fetch-test-models.sh, or pass -m)"
 
-if [ -n "${LLAMA_PERPLEXITY:-}" ]; then
-  llama="$LLAMA_PERPLEXITY"
-else
-  llama="$("$here/build-llama-cpp.sh" | tail -n1)/llama-perplexity"
-fi
-[ -x "$llama" ] || die "llama-perplexity not found or not executable: $llama"
-if [ -n "${MODU_BIN:-}" ]; then
-  modu="$MODU_BIN"
-else
-  log "building modu (cargo build --release)"
-  (cd "$root" && cargo build --release --bin modu) >&2 || die "cargo build --release failed"
-  modu="$root/target/release/modu"
-fi
-[ -x "$modu" ] || die "modu binary not found or not executable: $modu"
+llama="$(llama_tool llama-perplexity LLAMA_PERPLEXITY)"
+modu="$(modu_binary)"
 
 out="$(mktemp -d "${TMPDIR:-/tmp}/modu-kl.XXXXXX")"
 trap 'rm -rf "$out"' EXIT

@@ -23,13 +23,10 @@
 #   LLAMA_BENCH  use this llama-bench binary instead of bench/build-llama-cpp.sh's
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/.." && pwd)"
+name=vs-llama-cpp
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+root="$repo_root"
 py="${PYTHON:-python3}"
-
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
-die() { echo "vs-llama-cpp: error: $*" >&2; exit 1; }
-log() { echo "vs-llama-cpp: $*" >&2; }
 
 model="${MODU_TEST_MODELS:-$HOME/.cache/modu/test-models}/gemma-3-270m-q4_k_m.gguf"
 threads="1 2"
@@ -80,25 +77,8 @@ command -v "$py" >/dev/null || die "$py not found (python3 is needed to read the
 if [ -n "${MODU_BIN:-}" ] && [ ! -x "$MODU_BIN" ]; then
   die "MODU_BIN is not an executable file: $MODU_BIN"
 fi
-
-# llama.cpp tools.
-if [ -n "${LLAMA_BENCH:-}" ]; then
-  llama_bench="$LLAMA_BENCH"
-else
-  bindir="$("$here/build-llama-cpp.sh" | tail -n1)"
-  llama_bench="$bindir/llama-bench"
-fi
-[ -x "$llama_bench" ] || die "llama-bench not found or not executable: $llama_bench"
-
-# modu.
-if [ -n "${MODU_BIN:-}" ]; then
-  modu="$MODU_BIN"
-else
-  log "building modu (cargo build --release)"
-  (cd "$root" && cargo build --release --bin modu) >&2 || die "cargo build --release failed"
-  modu="$root/target/release/modu"
-fi
-[ -x "$modu" ] || die "modu binary not found or not executable: $modu"
+llama_bench="$(llama_tool llama-bench LLAMA_BENCH)"
+modu="$(modu_binary)"
 
 if [ -n "$keep_dir" ]; then
   mkdir -p "$keep_dir"

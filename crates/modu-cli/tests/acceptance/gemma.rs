@@ -326,8 +326,7 @@ fn scheduler_is_batch_invariant() {
 fn kl_divergence_base_file_round_trips_through_the_cli() {
     let model = gemma_path();
     let m = model.to_str().unwrap();
-    let dir = std::env::temp_dir().join(format!("modu-kld-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch("kl-divergence-cli");
     let base = dir.join("base.kld");
     let text = dir.join("text.txt");
     std::fs::write(&text, "The quick brown fox jumps over the lazy dog. 오늘 날씨가 정말 좋네요. ".repeat(3)).unwrap();
@@ -360,7 +359,6 @@ fn kl_divergence_base_file_round_trips_through_the_cli() {
     let bad = modu(&["perplexity", "-m", m, "--kl-divergence", base.to_str().unwrap()]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a usable log-probability file"), "{}", String::from_utf8_lossy(&bad.stderr));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// llama.cpp's mean KL divergence from the exact model on each reference case (text, ctx):
