@@ -87,6 +87,92 @@ fn log_softmax_at(row: &[f32], target: usize) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::{BatchItem, ModelInfo};
+    use candle_core::{Device, Tensor};
+
+    /// Predicts token (id + 1) % V after id with logit PEAK (0 elsewhere), and records the
+    /// first id of every forward pass.
+    struct NextToken {
+        info: ModelInfo,
+        firsts: Vec<u32>,
+    }
+
+    const V: usize = 11;
+    const PEAK: f32 = 5.0;
+
+    impl CausalLm for NextToken {
+        fn forward(&mut self, ids: &[u32], _offset: usize, logits: Logits) -> Result<Tensor> {
+            self.firsts.push(ids[0]);
+            let from = match logits {
+                Logits::From(s) => s,
+                _ => unreachable!("perplexity asks for the second half"),
+            };
+            let mut rows = vec![0f32; (ids.len() - from) * V];
+            for (r, &id) in ids[from..].iter().enumerate() {
+                rows[r * V + (id as usize + 1) % V] = PEAK;
+            }
+            Ok(Tensor::from_vec(rows, (ids.len() - from, V), &Device::Cpu)?)
+        }
+        fn forward_batch(&mut self, _: &[BatchItem]) -> Result<Tensor> {
+            unreachable!()
+        }
+        fn truncate(&mut self, len: usize) -> usize {
+            len
+        }
+        fn truncate_slot(&mut self, _: usize, len: usize) -> usize {
+            len
+        }
+        fn free_slot(&mut self, _: usize) {}
+        fn kv_bytes(&self) -> usize {
+            0
+        }
+        fn cached_len(&self) -> usize {
+            0
+        }
+        fn cached_len_slot(&self, _: usize) -> usize {
+            0
+        }
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+        fn device(&self) -> &Device {
+            &Device::Cpu
+        }
+    }
+
+    // Catches a scored position paired with the wrong target (every target is the predicted
+    // token, so any shift scores a non-peak logit), a wrong count of scored positions, and BOS
+    // put at a chunk's start for a model that does not add BOS (or left out for one that does).
+    #[test]
+    fn scores_the_second_half_of_each_chunk_and_puts_bos_only_when_asked() {
+        let tokens: Vec<u32> = (0..50).map(|i| (i % V) as u32).collect();
+        let info = ModelInfo {
+            architecture: "toy".into(),
+            n_layers: 0,
+            hidden_size: 0,
+            vocab_size: V,
+            context_length: 64,
+            kv_bytes_per_token: 0,
+            kv_windows: vec![],
+        };
+        let peak_nll = -(PEAK as f64 - ((PEAK as f64).exp() + (V - 1) as f64).ln());
+        for bos in [None, Some(7u32)] {
+            let mut m = NextToken { info: info.clone(), firsts: vec![] };
+            let mut rows = 0;
+            let r = perplexity_rows(&mut m, &tokens, 12, bos, |_, _, _| {}, |row, target| {
+                assert_eq!(row.len(), V);
+                assert_eq!(row[target as usize], PEAK);
+                rows += 1;
+                Ok(())
+            })
+            .unwrap();
+            // 4 chunks of 12, each scoring positions 6..=10.
+            assert_eq!((r.chunks, r.scored_tokens, rows), (4, 20, 20));
+            let want_firsts: Vec<u32> = (0..4).map(|c| bos.unwrap_or(tokens[c * 12])).collect();
+            assert_eq!(m.firsts, want_firsts, "bos {bos:?}");
+            assert!((r.ppl.ln() - peak_nll).abs() < 1e-6, "{} vs {}", r.ppl.ln(), peak_nll);
+        }
+    }
 
     // Catches an off-by-one in the log-softmax normalisation.
     #[test]
