@@ -98,9 +98,9 @@ impl KvCache {
             // Once rows are dropped the sequence has outgrown the window: the buffer takes its
             // full size then, or a buffer of exactly the window would move every token.
             let doubled = (kept + n).max(cap * 2).max(64);
-            let new_cap = match self.window {
-                Some(w) if keep_from > self.start => (kept + n).max(w + (w / 4).max(64)),
-                Some(w) => doubled.min(w + (w / 4).max(64)).max(kept + n),
+            let new_cap = match self.window.map(|w| w + (w / 4).max(64)) {
+                Some(full) if keep_from > self.start => (kept + n).max(full),
+                Some(full) => doubled.min(full).max(kept + n),
                 None => doubled,
             };
             let (b, h, _, d) = k.dims4()?;

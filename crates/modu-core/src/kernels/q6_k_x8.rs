@@ -24,16 +24,16 @@ impl Layout for Q6KX8 {
     const ACT_BLOCK: usize = 256;
 
     fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-    let (l, h, c) = (LANE_ROW[j], j / 4, j % 4);
-    let head = [(2 * l, 208, 2)].into_iter().chain((0..16).map(move |s| (16 + 8 * s + l, 192 + s, 1)));
-    let quants = (0..2).flat_map(move |n| {
-        (0..4).flat_map(move |p| {
-            let at = 144 + ((2 * n + h) * 4 + p) * 96 + 8 * c;
-            [(at, 64 * n + 8 * p, 8), (at + 32, 64 * n + 32 + 8 * p, 8), (at + 64, 128 + 32 * n + 8 * p, 8)]
-        })
-    });
-    head.chain(quants)
-}
+        let (l, h, c) = (LANE_ROW[j], j / 4, j % 4);
+        let head = [(2 * l, 208, 2)].into_iter().chain((0..16).map(move |s| (16 + 8 * s + l, 192 + s, 1)));
+        let quants = (0..2).flat_map(move |n| {
+            (0..4).flat_map(move |p| {
+                let at = 144 + ((2 * n + h) * 4 + p) * 96 + 8 * c;
+                [(at, 64 * n + 8 * p, 8), (at + 32, 64 * n + 32 + 8 * p, 8), (at + 64, 128 + 32 * n + 8 * p, 8)]
+            })
+        });
+        head.chain(quants)
+    }
 
     fn dequantize_block(b: &[u8], out: &mut [f32]) {
         super::q6_k::Q6K::dequantize_block(b, out)

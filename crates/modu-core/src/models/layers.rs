@@ -282,7 +282,9 @@ pub struct Rope {
     table: RopeTable,
 }
 
-type RopeTable = std::sync::Arc<std::sync::Mutex<(Vec<f32>, Vec<f32>)>>;
+/// cos and sin of positions 0.., `inv_freq.len()` values per position.
+type RopeAngles = std::sync::Mutex<(Vec<f32>, Vec<f32>)>;
+type RopeTable = std::sync::Arc<RopeAngles>;
 
 /// Positions whose angles are kept (1 KiB each at head_dim 256); later ones are computed per call.
 const ROPE_TABLE_POSITIONS: usize = 8192;
@@ -292,7 +294,7 @@ const ROPE_TABLE_POSITIONS: usize = 8192;
 /// own copy (18 MiB for Gemma 3 270M at 1,024 positions).
 fn shared_rope_table(inv_freq: &[f32]) -> RopeTable {
     use std::sync::{Arc, Mutex, Weak};
-    type Entry = (Vec<u32>, Weak<Mutex<(Vec<f32>, Vec<f32>)>>);
+    type Entry = (Vec<u32>, Weak<RopeAngles>);
     static TABLES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
     let key: Vec<u32> = inv_freq.iter().map(|f| f.to_bits()).collect();
     let mut tables = TABLES.lock().unwrap_or_else(|p| p.into_inner());
