@@ -2,11 +2,13 @@
 //! blocks, the activations are quantized to int8 once per product, and each weight block is
 //! unpacked once for up to eight activation rows, so a batch of sequences reads the weights once.
 //!
-//! Q4_K, Q6_K and Q5_0 rows are interleaved eight at a time at load (`x8`, with the tiles in
-//! `q4_k_x8`, `q6_k_x8` and `q5_0`), so that one multiply serves four weight rows and a
-//! sub-block's scales cost one multiply per several.
+//! Q8_0, Q4_K, Q6_K and Q5_0 rows are interleaved eight at a time at load where the row count
+//! allows and the CPU has AVX2 (`x8`, with the tiles in `q8_0_x8`, `q4_k_x8`, `q6_k_x8` and
+//! `q5_0`), so that one multiply serves four or eight weight rows and a block's sums need no
+//! horizontal adds.
 //!
-//! One kernel per weight type (`q8_0`, `q4_k`, `q5_k`, `q6_k`; Q4_0 and Q5_0 are re-encoded
+//! Other shapes keep one kernel per weight type (`q8_0` packed four rows at a time, `q4_k`,
+//! `q5_k`, `q6_k` in the file's blocks; Q4_0, and Q5_0 of other shapes, are re-encoded
 //! losslessly as Q8_0 when loaded, see `formats::requant`), each with a scalar definition (the
 //! reference, and the path on CPUs without AVX2) and an AVX2 tile. Every (row, column) dot product
 //! runs the same instructions whatever the batch holds, so batching never changes a sequence's
@@ -19,6 +21,7 @@ mod q4_k;
 mod q4_k_x8;
 mod q5_0;
 mod q6_k_x8;
+mod q8_0_x8;
 mod x8;
 mod q5_k;
 mod q6_k;
@@ -114,9 +117,9 @@ impl QFormat {
     }
 }
 
-/// A weight matrix [n, k] (n output rows of k inputs): Q8_0 repacked four rows at a time; Q4_K,
-/// Q6_K and Q5_0 eight at a time where n allows and the CPU has AVX2 (other Q5_0 shapes become
-/// Q8_0); the rest in their GGUF blocks.
+/// A weight matrix [n, k] (n output rows of k inputs): Q8_0, Q4_K, Q6_K and Q5_0 interleaved
+/// eight rows at a time where n allows and the CPU has AVX2; otherwise Q8_0 repacked four rows at
+/// a time (other Q5_0 shapes become Q8_0), the rest in their GGUF blocks.
 #[derive(Debug)]
 pub struct QMatrix {
     format: QFormat,
@@ -129,6 +132,7 @@ pub struct QMatrix {
 enum Storage {
     Blocks(buf::WeightBuf),
     Q8x4(q8_0::Packed),
+    Q8x8(x8::Packed<q8_0_x8::Q8X8>),
     Q4Kx8(x8::Packed<q4_k_x8::Q4KX8>),
     Q5x8(x8::Packed<q5_0::Q5X8>),
     Q6Kx8(x8::Packed<q6_k_x8::Q6KX8>),
@@ -159,9 +163,12 @@ impl QMatrix {
             )));
         }
         let storage = match format {
-            QFormat::Q8_0 => Storage::Q8x4(q8_0::Packed::from_blocks(data, n, k, done).map_err(io_error)?),
             // The interleaved layout pays off only with the AVX2 tile; elsewhere the file's
-            // layout serves the scalar definitions directly.
+            // layout serves the scalar definitions directly (Q8_0: four rows at a time).
+            QFormat::Q8_0 if n % 8 == 0 && has_avx2() => {
+                Storage::Q8x8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
+            }
+            QFormat::Q8_0 => Storage::Q8x4(q8_0::Packed::from_blocks(data, n, k, done).map_err(io_error)?),
             QFormat::Q4K if n % 8 == 0 && has_avx2() => {
                 Storage::Q4Kx8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
             }
@@ -196,6 +203,7 @@ impl QMatrix {
         let rb = self.row_bytes();
         match (&self.storage, self.format) {
             (Storage::Q8x4(p), _) => p.dequantize_row(i, out),
+            (Storage::Q8x8(p), _) => p.dequantize_row(i, out),
             (Storage::Q4Kx8(p), _) => p.dequantize_row(i, out),
             (Storage::Q6Kx8(p), _) => p.dequantize_row(i, out),
             (Storage::Q5x8(p), _) => p.dequantize_row(i, out),
@@ -216,6 +224,7 @@ impl QMatrix {
         let (n, k) = (self.n, self.k);
         match (&self.storage, self.format) {
             (Storage::Q8x4(p), _) => matmul_q8x4(p, n, k, x, m, out, simd),
+            (Storage::Q8x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Q4Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Q5x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Q6Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
@@ -587,25 +596,62 @@ mod tests {
         }
     }
 
-    /// Q4_K, Q6_K and Q5_0 matrices whose rows come in whole groups of eight are interleaved where the
-    /// AVX2 tile runs (other Q5_0 shapes become Q8_0), so the tests above cover every layout
-    /// (n = 8, 16 and 48 interleaved, the others not).
+    /// Q8_0, Q4_K, Q6_K and Q5_0 matrices whose rows come in whole groups of eight are interleaved
+    /// where the AVX2 tile runs (other Q8_0 shapes are packed four rows at a time, other Q5_0
+    /// shapes become Q8_0), so the tests above cover every layout (n = 8, 16 and 48 interleaved,
+    /// the others not).
     #[test]
     fn layout_follows_the_row_count() {
         let storage = |dtype, n| match quantized(dtype, n, 256, 1).0.storage {
             Storage::Blocks(_) => "blocks",
             Storage::Q8x4(_) => "q8x4",
+            Storage::Q8x8(_) => "q8x8",
             Storage::Q4Kx8(_) => "q4kx8",
             Storage::Q5x8(_) => "q5x8",
             Storage::Q6Kx8(_) => "q6kx8",
         };
         let avx2 = has_avx2();
+        assert_eq!(storage(GgmlDType::Q8_0, 16), if avx2 { "q8x8" } else { "q8x4" });
+        assert_eq!(storage(GgmlDType::Q8_0, 37), "q8x4");
         assert_eq!(storage(GgmlDType::Q4K, 16), if avx2 { "q4kx8" } else { "blocks" });
         assert_eq!(storage(GgmlDType::Q4K, 7), "blocks");
         assert_eq!(storage(GgmlDType::Q6K, 16), if avx2 { "q6kx8" } else { "blocks" });
         assert_eq!(storage(GgmlDType::Q6K, 7), "blocks");
         assert_eq!(storage(GgmlDType::Q5_0, 16), if avx2 { "q5x8" } else { "q8x4" });
         assert_eq!(storage(GgmlDType::Q5_0, 37), "q8x4");
+    }
+
+    /// ggml's quantizers never write -128 into a Q8_0 block, but a file may hold it: the
+    /// interleaved tile multiplies it exactly (as 128 with the activation's sign flipped), against
+    /// activations of both signs.
+    #[test]
+    fn q8_0_weights_of_minus_128_are_exact_where_interleaved() {
+        let (n, k) = (8, 64);
+        let d = half::f16::from_f32(0.01);
+        let mut data = Vec::new();
+        for row in 0..n {
+            for b in 0..k / 32 {
+                data.extend_from_slice(&d.to_le_bytes());
+                data.extend((0..32).map(|i| if (i + row + b) % 3 == 0 { 5u8 } else { 0x80 }));
+            }
+        }
+        let qm = QMatrix::new(QFormat::Q8_0, n, k, &data).unwrap();
+        if !matches!(qm.storage, Storage::Q8x8(_)) {
+            return; // no AVX2: the four-row packing clamps -128 to -127, as documented there
+        }
+        let x = random(k, 11);
+        let a = act::quantize_rows(&x, 1, k, 32);
+        let mut out = vec![0f32; n];
+        qm.matmul(&x, 1, &mut out);
+        for (c, &got) in out.iter().enumerate() {
+            let exact: f64 = (0..k)
+                .map(|i| {
+                    let w = data[c * (k / 32) * 34 + (i / 32) * 34 + 2 + i % 32] as i8;
+                    w as f64 * d.to_f64() * a.qs[i] as f64 * a.d[i / 32] as f64
+                })
+                .sum();
+            assert!((got as f64 - exact).abs() <= 1e-5 * exact.abs().max(1.0), "column {c}: {got} vs {exact}");
+        }
     }
 
     #[test]
