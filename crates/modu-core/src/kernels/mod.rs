@@ -2,10 +2,10 @@
 //! blocks, the activations are quantized to int8 once per product, and each weight block is
 //! unpacked once for up to eight activation rows, so a batch of sequences reads the weights once.
 //!
-//! Q8_0, Q4_K, Q6_K and Q5_0 rows are interleaved eight at a time at load where the row count
-//! allows and the CPU has AVX2 (`x8`, with the tiles in `q8_0_x8`, `q4_k_x8`, `q6_k_x8` and
-//! `q5_0`), so that one multiply serves four or eight weight rows and a block's sums need no
-//! horizontal adds.
+//! Q8_0, Q4_K, Q5_K, Q6_K and Q5_0 rows are interleaved eight at a time at load where the row
+//! count allows and the CPU has AVX2 (`x8`, with the tiles in `q8_0_x8`, `q4_k_x8` (Q4_K and
+//! Q5_K), `q6_k_x8` and `q5_0`), so that one multiply serves four or eight weight rows and
+//! a block's eight sums finish as one vector.
 //!
 //! Other shapes keep one kernel per weight type (`q8_0` packed four rows at a time, `q4_k`,
 //! `q5_k`, `q6_k` in the file's blocks; Q4_0, and Q5_0 of other shapes, are re-encoded
@@ -117,7 +117,7 @@ impl QFormat {
     }
 }
 
-/// A weight matrix [n, k] (n output rows of k inputs): Q8_0, Q4_K, Q6_K and Q5_0 interleaved
+/// A weight matrix [n, k] (n output rows of k inputs): Q8_0, Q4_K, Q5_K, Q6_K and Q5_0 interleaved
 /// eight rows at a time where n allows and the CPU has AVX2; otherwise Q8_0 repacked four rows at
 /// a time (other Q5_0 shapes become Q8_0), the rest in their GGUF blocks.
 #[derive(Debug)]
@@ -134,6 +134,7 @@ enum Storage {
     Q8x4(q8_0::Packed),
     Q8x8(x8::Packed<q8_0_x8::Q8X8>),
     Q4Kx8(x8::Packed<q4_k_x8::Q4KX8>),
+    Q5Kx8(x8::Packed<q4_k_x8::Q5KX8>),
     Q5x8(x8::Packed<q5_0::Q5X8>),
     Q6Kx8(x8::Packed<q6_k_x8::Q6KX8>),
 }
@@ -172,6 +173,9 @@ impl QMatrix {
             QFormat::Q4K if n % 8 == 0 && has_avx2() => {
                 Storage::Q4Kx8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
             }
+            QFormat::Q5K if n % 8 == 0 && has_avx2() => {
+                Storage::Q5Kx8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
+            }
             QFormat::Q6K if n % 8 == 0 && has_avx2() => {
                 Storage::Q6Kx8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
             }
@@ -205,6 +209,7 @@ impl QMatrix {
             (Storage::Q8x4(p), _) => p.dequantize_row(i, out),
             (Storage::Q8x8(p), _) => p.dequantize_row(i, out),
             (Storage::Q4Kx8(p), _) => p.dequantize_row(i, out),
+            (Storage::Q5Kx8(p), _) => p.dequantize_row(i, out),
             (Storage::Q6Kx8(p), _) => p.dequantize_row(i, out),
             (Storage::Q5x8(p), _) => p.dequantize_row(i, out),
             (Storage::Blocks(d), QFormat::Q4K) => dequantize::<q4_k::Q4K>(&d.bytes()[i * rb..(i + 1) * rb], out),
@@ -226,6 +231,7 @@ impl QMatrix {
             (Storage::Q8x4(p), _) => matmul_q8x4(p, n, k, x, m, out, simd),
             (Storage::Q8x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Q4Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
+            (Storage::Q5Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Q5x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Q6Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Blocks(d), QFormat::Q4K) => matmul::<q4_k::Q4K>(d.bytes(), n, k, x, m, out, simd),
@@ -596,7 +602,7 @@ mod tests {
         }
     }
 
-    /// Q8_0, Q4_K, Q6_K and Q5_0 matrices whose rows come in whole groups of eight are interleaved
+    /// Q8_0, Q4_K, Q5_K, Q6_K and Q5_0 matrices whose rows come in whole groups of eight are interleaved
     /// where the AVX2 tile runs (other Q8_0 shapes are packed four rows at a time, other Q5_0
     /// shapes become Q8_0), so the tests above cover every layout (n = 8, 16 and 48 interleaved,
     /// the others not).
@@ -607,6 +613,7 @@ mod tests {
             Storage::Q8x4(_) => "q8x4",
             Storage::Q8x8(_) => "q8x8",
             Storage::Q4Kx8(_) => "q4kx8",
+            Storage::Q5Kx8(_) => "q5kx8",
             Storage::Q5x8(_) => "q5x8",
             Storage::Q6Kx8(_) => "q6kx8",
         };
@@ -615,6 +622,8 @@ mod tests {
         assert_eq!(storage(GgmlDType::Q8_0, 37), "q8x4");
         assert_eq!(storage(GgmlDType::Q4K, 16), if avx2 { "q4kx8" } else { "blocks" });
         assert_eq!(storage(GgmlDType::Q4K, 7), "blocks");
+        assert_eq!(storage(GgmlDType::Q5K, 16), if avx2 { "q5kx8" } else { "blocks" });
+        assert_eq!(storage(GgmlDType::Q5K, 7), "blocks");
         assert_eq!(storage(GgmlDType::Q6K, 16), if avx2 { "q6kx8" } else { "blocks" });
         assert_eq!(storage(GgmlDType::Q6K, 7), "blocks");
         assert_eq!(storage(GgmlDType::Q5_0, 16), if avx2 { "q5x8" } else { "q8x4" });

@@ -1,5 +1,6 @@
-//! Q4_K in the interleaved layout of `x8`: four products of a 32-value sub-block (a pair is at
-//! most 2 * 15 * 127) sum in 16 bits before one `madd` with four rows' scales.
+//! Q4_K and Q5_K in the interleaved layout of `x8`: four products of a 32-value sub-block (a
+//! pair is at most 2 * 31 * 127) sum in 16 bits before one `madd` with four rows' scales. Q5_K
+//! is Q4_K's layout with each nibble completed by its high bit, kept after the nibbles.
 
 use super::act::QuantizedRows;
 use super::x8::Layout;
@@ -38,22 +39,62 @@ impl Layout for Q4KX8 {
 
     #[cfg(target_arch = "x86_64")]
     unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
-        unsafe { tile(blocks, kb, a, rows, out) }
+        unsafe { tile::<R, false>(blocks, kb, a, rows, out) }
     }
 }
 
-/// Bytes of one block of eight rows.
-const GROUP_BYTES: usize = 8 * 144;
+/// Q5_K (176-byte blocks: d, dmin and the scales as Q4_K's, then 32 bytes of high bits at
+/// 16..48, the nibbles at 48..176): bytes 0..1152 of a group's block as [`Q4KX8`]'s, then
+/// 1152..1408 the high bits. For half h (rows 4h..4h+4) and piece p, 32 bytes at
+/// `1152 + (4h + p) * 32`: high-bit bytes 8p..8p+8 of each of the four rows in turn, the bytes
+/// that complete the nibble bytes of piece p of every chunk (bit 2i for chunk i's low nibbles,
+/// 2i + 1 for its high ones).
+#[derive(Debug)]
+pub struct Q5KX8;
+
+impl Layout for Q5KX8 {
+    const VALUES: usize = 256;
+    const BYTES: usize = 176;
+    const ACT_BLOCK: usize = 256;
+
+    fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (h, c) = (j / 4, j % 4);
+        let high = (0..4).map(move |p| (1152 + (4 * h + p) * 32 + 8 * c, 16 + 8 * p, 8));
+        // Q4_K's places, with the nibbles 32 bytes further on in the row's block.
+        Q4KX8::places(j).map(|(to, from, len)| (to, if from >= 16 { from + 32 } else { from }, len)).chain(high)
+    }
+
+    fn dequantize_block(b: &[u8], out: &mut [f32]) {
+        super::q5_k::Q5K::dequantize_block(b, out)
+    }
+
+    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
+        super::q5_k::Q5K::dot_scalar(row, a, r)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+        unsafe { tile::<R, true>(blocks, kb, a, rows, out) }
+    }
+}
 
 /// The eight rows' sums per block are exact integers; as in llama.cpp's repacked Q4_K product,
 /// the scaled sums and the scaled minimum terms accumulate separately over the blocks and are
 /// subtracted at the end. Each (activation row, weight row) runs the same instructions whatever
-/// R is, so batching never changes a sequence's numbers.
+/// R is, so batching never changes a sequence's numbers. HIGH_BITS: Q5_K's layout.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
+unsafe fn tile<const R: usize, const HIGH_BITS: bool>(
+    blocks: *const u8,
+    kb: usize,
+    a: &QuantizedRows,
+    rows: [usize; R],
+    out: &mut [[f32; 8]; R],
+) {
     use std::arch::x86_64::*;
+    let group_bytes = if HIGH_BITS { 8 * 176 } else { 8 * 144 };
     let m4 = _mm256_set1_epi8(0xF);
+    let bit4 = _mm256_set1_epi8(0x10);
     let (k1, k2, k3) = (_mm256_set1_epi32(0x3f3f_3f3f), _mm256_set1_epi32(0x0f0f_0f0f), _mm256_set1_epi32(0x0303_0303));
     // Picks byte j of rows (0, 1) into the low lane's 16-bit lanes 0..4 and 4..8, and of rows
     // (2, 3) into the high lane's, from a vector whose two lanes both hold four rows' words.
@@ -73,7 +114,7 @@ unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, 
     let yd: [*const f32; R] = std::array::from_fn(|r| a.row_d(rows[r]).as_ptr());
     let ys: [*const i16; R] = std::array::from_fn(|r| a.row_sums32(rows[r]).as_ptr());
     for b in 0..kb {
-        let blk = blocks.add(b * GROUP_BYTES);
+        let blk = blocks.add(b * group_bytes);
         let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
         let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i));
         let word = blk.add(32) as *const __m256i;
@@ -103,6 +144,16 @@ unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, 
             } else {
                 [_mm256_permute2x128_si256(sc[0], sc[0], 0x11), _mm256_permute2x128_si256(sc[1], sc[1], 0x11)]
             };
+            // Q5_K: the high-bit bytes of the four pieces, shifted right once per sub-block, so
+            // that bit j of each byte is bit 0 when sub-block j is read (a bit shifted in from
+            // the byte above lands at bit 8 - j > 0, never bit 0).
+            let mut hb: [__m256i; 4] = std::array::from_fn(|p| {
+                if HIGH_BITS {
+                    _mm256_loadu_si256(blk.add(1152 + (4 * h + p) * 32) as *const __m256i)
+                } else {
+                    _mm256_setzero_si256()
+                }
+            });
             for i in 0..4 {
                 let q = blk.add(128 + (2 * i + h) * 128);
                 for nib in 0..2 {
@@ -112,6 +163,12 @@ unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, 
                     for (p, w) in w.iter_mut().enumerate() {
                         let raw = _mm256_loadu_si256(q.add(32 * p) as *const __m256i);
                         *w = if nib == 0 { _mm256_and_si256(raw, m4) } else { _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4) };
+                        if HIGH_BITS {
+                            // Bit 0 of each byte to bit 4 (what crosses from the byte below
+                            // lands in bits 0..4 and is masked off).
+                            *w = _mm256_or_si256(*w, _mm256_and_si256(_mm256_slli_epi16(hb[p], 4), bit4));
+                            hb[p] = _mm256_srli_epi16(hb[p], 1);
+                        }
                     }
                     for r in 0..R {
                         let y = yq[r].add(b * 256 + 64 * i + 32 * nib);
@@ -120,8 +177,8 @@ unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, 
                                 _mm256_set1_epi64x(std::ptr::read_unaligned(y.add(8 * $p) as *const i64))
                             };
                         }
-                        // Each 16-bit lane sums two products of at most 15 * 127; four such
-                        // sums stay below 2^15.
+                        // Each 16-bit lane sums two products of at most 31 * 127 (15 * 127
+                        // for Q4_K); four such sums stay below 2^15.
                         let t = _mm256_add_epi16(
                             _mm256_add_epi16(_mm256_maddubs_epi16(w[0], x!(0)), _mm256_maddubs_epi16(w[1], x!(1))),
                             _mm256_add_epi16(_mm256_maddubs_epi16(w[2], x!(2)), _mm256_maddubs_epi16(w[3], x!(3))),

@@ -7,7 +7,8 @@
 //! the sums of eight rows finish as one vector (Q8_0, whose products cannot sum in 16 bits,
 //! reads four values of each of eight rows instead). The bytes are the file's, reordered: each type
 //! ([`Layout`]) says where every part of a row's block goes in its group's block, and brings
-//! the AVX2 tile that reads that layout (`q8_0_x8`, `q4_k_x8`, `q6_k_x8`, `q5_0`).
+//! the AVX2 tile that reads that layout (`q8_0_x8`, `q4_k_x8` for Q4_K and Q5_K, `q6_k_x8`,
+//! `q5_0`).
 
 use super::act::QuantizedRows;
 
@@ -136,6 +137,7 @@ mod tests {
     fn layouts_round_trip() {
         layout_round_trips::<super::super::q8_0_x8::Q8X8>();
         layout_round_trips::<super::super::q4_k_x8::Q4KX8>();
+        layout_round_trips::<super::super::q4_k_x8::Q5KX8>();
         layout_round_trips::<super::super::q6_k_x8::Q6KX8>();
         layout_round_trips::<super::super::q5_0::Q5X8>();
     }
