@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # An EXAONE-4.0-1.2B-shaped model end to end: random weights in the published shape (made by
 # tests/fixtures/make_reference.py --full-size, 2.4 GiB of bf16 safetensors plus a 102,400-token
-# tokenizer), converted by `modu convert --type q4_k` (llama.cpp's Q4_K_M mix; EXAONE_TYPE=q8_0
-# for the Q8_0 file), then benchmarked against llama.cpp on that same file with
+# tokenizer), converted by `modu convert --type q4_k` (llama.cpp's Q4_K_M mix; EXAONE_TYPE picks
+# another of convert's types), then benchmarked against llama.cpp on that same file with
 # bench/vs-llama-cpp.sh. No weights are downloaded and
 # nothing lands in git: everything goes to the work directory.
 #
@@ -15,7 +15,7 @@
 #   FIXTURES_PYTHON  python with torch + transformers (tests/fixtures/requirements.txt);
 #                    default ~/.cache/modu/fixtures-venv/bin/python
 #   MODU_BIN         modu binary (default: cargo build --release, then target/release/modu)
-#   EXAONE_TYPE      q4_k (default) or q8_0: the type `modu convert` writes
+#   EXAONE_TYPE      q4_k (default), q5_k, q4_0 or q8_0: the type `modu convert` writes
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,10 +33,12 @@ if [ -z "${MODU_BIN:-}" ]; then
 fi
 
 hf="$work/hf"
-case "${EXAONE_TYPE:-q4_k}" in
-  q4_k) type=q4_k gguf="$work/exaone4-1.2b-q4_k_m.gguf" ;;
-  q8_0) type=q8_0 gguf="$work/exaone4-1.2b-q8_0.gguf" ;;
-  *) log "EXAONE_TYPE must be q4_k or q8_0, got '$EXAONE_TYPE'"; exit 1 ;;
+type="${EXAONE_TYPE:-q4_k}"
+case "$type" in
+  q4_k) gguf="$work/exaone4-1.2b-q4_k_m.gguf" ;;
+  q5_k) gguf="$work/exaone4-1.2b-q5_k_m.gguf" ;;
+  q8_0 | q4_0) gguf="$work/exaone4-1.2b-$type.gguf" ;;
+  *) log "EXAONE_TYPE must be q4_k, q5_k, q4_0 or q8_0, got '$type'"; exit 1 ;;
 esac
 if [ ! -f "$hf/model.safetensors.index.json" ]; then
   log "making the random 1.2B-shaped checkpoint in $hf"

@@ -19,9 +19,13 @@ pub enum OutType {
     F32,
     F16,
     Q8_0,
+    /// llama.cpp's Q4_0: Q4_0, with Q6_K for the output head.
+    Q4_0,
     /// llama.cpp's Q4_K_M mix: Q4_K, with Q6_K for the output head, and for attn_v and ffn_down
     /// on the layers that matter most.
     Q4KM,
+    /// llama.cpp's Q5_K_M mix: Q4_K_M's with Q5_K in place of Q4_K.
+    Q5KM,
 }
 
 impl OutType {
@@ -30,8 +34,10 @@ impl OutType {
             "f32" => Self::F32,
             "f16" => Self::F16,
             "q8_0" => Self::Q8_0,
+            "q4_0" => Self::Q4_0,
             "q4_k" | "q4_k_m" => Self::Q4KM,
-            other => return Err(Error::Invalid(format!("unknown output type '{other}' (f32, f16, q8_0, q4_k)"))),
+            "q5_k" | "q5_k_m" => Self::Q5KM,
+            other => return Err(Error::Invalid(format!("unknown output type '{other}' (f32, f16, q8_0, q4_0, q4_k, q5_k)"))),
         })
     }
 
@@ -41,7 +47,9 @@ impl OutType {
             Self::F32 => 0,
             Self::F16 => 1,
             Self::Q8_0 => 7,
+            Self::Q4_0 => 2,
             Self::Q4KM => 15,
+            Self::Q5KM => 17,
         }
     }
 }
@@ -100,13 +108,21 @@ pub fn plan(ckpt: &dyn Checkpoint, names: &[String], ty: OutType) -> Vec<GgmlDTy
                 OutType::F32 => GgmlDType::F32,
                 OutType::F16 => GgmlDType::F16,
                 OutType::Q8_0 => GgmlDType::Q8_0,
-                OutType::Q4KM => {
+                OutType::Q4_0 => {
+                    if name == "output.weight" || (tied && name == "token_embd.weight") {
+                        GgmlDType::Q6K
+                    } else {
+                        GgmlDType::Q4_0
+                    }
+                }
+                OutType::Q4KM | OutType::Q5KM => {
+                    let base = if ty == OutType::Q4KM { GgmlDType::Q4K } else { GgmlDType::Q5K };
                     if name == "output.weight" || (tied && name == "token_embd.weight") {
                         GgmlDType::Q6K
                     } else if name.ends_with("attn_v.weight") {
                         let more = use_more_bits(i_attn_v, n_attn_v);
                         i_attn_v += 1;
-                        if more { GgmlDType::Q6K } else { GgmlDType::Q4K }
+                        if more { GgmlDType::Q6K } else { base }
                     } else if name.contains("ffn_down") {
                         let i = if n_experts > 1 {
                             layer_of(name).unwrap_or(0)
@@ -114,9 +130,9 @@ pub fn plan(ckpt: &dyn Checkpoint, names: &[String], ty: OutType) -> Vec<GgmlDTy
                             i_ffn_down += 1;
                             i_ffn_down - 1
                         };
-                        if use_more_bits(i, n_layers) { GgmlDType::Q6K } else { GgmlDType::Q4K }
+                        if use_more_bits(i, n_layers) { GgmlDType::Q6K } else { base }
                     } else {
-                        GgmlDType::Q4K
+                        base
                     }
                 }
             };
@@ -217,6 +233,82 @@ mod tests {
         // 30 layers: 0..3 and 26..29, plus every third from 3 (3 + 2 = 5, 8, ...).
         let got: Vec<usize> = (0..30).filter(|&i| use_more_bits(i, 30)).collect();
         assert_eq!(got, vec![0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]);
+    }
+
+    /// Tensor names and shapes only: what [`plan`] reads.
+    struct Shapes {
+        md: std::collections::HashMap<String, Value>,
+        dims: Vec<(String, Vec<usize>)>,
+    }
+
+    impl Checkpoint for Shapes {
+        fn metadata(&self) -> &std::collections::HashMap<String, Value> {
+            &self.md
+        }
+        fn tensor_names(&self) -> Vec<String> {
+            self.dims.iter().map(|(n, _)| n.clone()).collect()
+        }
+        fn tensor_dims(&self, name: &str) -> Option<&[usize]> {
+            self.dims.iter().find(|(n, _)| n == name).map(|(_, d)| d.as_slice())
+        }
+        fn tensor(&self, name: &str, _: &Device) -> Result<QTensor> {
+            Err(Error::MissingTensor(name.into()))
+        }
+        fn tensor_split(&self, name: &str, _: &Device) -> Result<Vec<QTensor>> {
+            Err(Error::MissingTensor(name.into()))
+        }
+    }
+
+    /// An 8-layer llama-shaped model; `tied` leaves out output.weight.
+    fn shapes(tied: bool) -> (Shapes, Vec<String>) {
+        let mut md = std::collections::HashMap::new();
+        md.insert("general.architecture".to_string(), Value::String("llama".into()));
+        md.insert("llama.block_count".to_string(), Value::U32(8));
+        let mut dims = vec![("token_embd.weight".to_string(), vec![1024, 512]), ("output_norm.weight".to_string(), vec![512])];
+        if !tied {
+            dims.push(("output.weight".to_string(), vec![1024, 512]));
+        }
+        for i in 0..8 {
+            for (t, d) in [("attn_norm", vec![512]), ("attn_q", vec![512, 512]), ("attn_v", vec![256, 512]), ("ffn_down", vec![512, 1536])] {
+                dims.push((format!("blk.{i}.{t}.weight"), d));
+            }
+        }
+        let names = dims.iter().map(|(n, _)| n.clone()).collect();
+        (Shapes { md, dims }, names)
+    }
+
+    fn planned(ty: OutType, tied: bool) -> std::collections::HashMap<String, GgmlDType> {
+        let (ckpt, names) = shapes(tied);
+        let types = plan(&ckpt, &names, ty);
+        names.into_iter().zip(types).collect()
+    }
+
+    /// llama.cpp's mixes: Q6_K for the output head (the embedding when tied), and in the K mixes
+    /// for attn_v and ffn_down on layers 0, 3, 6 and 7 of 8 (`use_more_bits`); norms stay f32.
+    #[test]
+    fn type_mixes_follow_llama_cpp() {
+        for (ty, base) in [(OutType::Q4KM, GgmlDType::Q4K), (OutType::Q5KM, GgmlDType::Q5K)] {
+            let t = planned(ty, false);
+            assert_eq!(t["output.weight"], GgmlDType::Q6K);
+            assert_eq!(t["token_embd.weight"], base);
+            assert_eq!(t["output_norm.weight"], GgmlDType::F32);
+            for i in 0..8 {
+                let more = if [0, 3, 6, 7].contains(&i) { GgmlDType::Q6K } else { base };
+                assert_eq!(t[&format!("blk.{i}.attn_v.weight")], more, "{ty:?} layer {i}");
+                assert_eq!(t[&format!("blk.{i}.ffn_down.weight")], more, "{ty:?} layer {i}");
+                assert_eq!(t[&format!("blk.{i}.attn_q.weight")], base, "{ty:?} layer {i}");
+                assert_eq!(t[&format!("blk.{i}.attn_norm.weight")], GgmlDType::F32);
+            }
+            assert_eq!(planned(ty, true)["token_embd.weight"], GgmlDType::Q6K);
+        }
+        let t = planned(OutType::Q4_0, false);
+        assert_eq!(t["output.weight"], GgmlDType::Q6K);
+        assert_eq!(t["token_embd.weight"], GgmlDType::Q4_0);
+        assert!((0..8).all(|i| t[&format!("blk.{i}.attn_v.weight")] == GgmlDType::Q4_0 && t[&format!("blk.{i}.ffn_down.weight")] == GgmlDType::Q4_0));
+        assert_eq!(planned(OutType::Q4_0, true)["token_embd.weight"], GgmlDType::Q6K);
+        assert_eq!(OutType::parse("Q5_K_M").unwrap(), OutType::Q5KM);
+        assert_eq!((OutType::Q4_0.file_type(), OutType::Q5KM.file_type()), (2, 17));
+        assert!(OutType::parse("q3_k").is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub struct GgufOut {
     /// Output GGUF file.
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Tensor type: f32, f16, q8_0 or q4_k (llama.cpp's Q4_K_M mix).
+    /// Tensor type: f32, f16, q8_0, q4_0, q4_k or q5_k (llama.cpp's Q4_0, Q4_K_M and Q5_K_M mixes).
     #[arg(long = "type", default_value = "f16")]
     pub out_type: String,
     /// Replace the output file if it exists.

@@ -531,12 +531,8 @@ impl Checkpoint for GgufFile {
 
     fn matmul_blocks(&self, name: &str) -> Result<Option<(GgmlDType, std::borrow::Cow<'_, [u8]>)>> {
         let (info, raw) = self.raw(name)?;
-        // Q5_0 has kernels of its own (which re-encode the shapes they do not cover).
-        if super::requant::converts(info.ggml_dtype) && info.ggml_dtype != GgmlDType::Q5_0 {
-            let q8 = super::requant::to_q8_0_bytes(info.ggml_dtype, raw)?;
-            self.release_bytes(raw);
-            return Ok(Some((GgmlDType::Q8_0, std::borrow::Cow::Owned(q8))));
-        }
+        // Q4_0 and Q5_0 included: the kernels take them as they are (and re-encode the shapes
+        // their tiles do not cover).
         Ok(Some((info.ggml_dtype, std::borrow::Cow::Borrowed(raw))))
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Their values are small integers times one f16 scale, which Q8_0 holds exactly, and candle has
 //! SIMD kernels for Q8_0 but only scalar ones for Q5_0. The matmul reads 34 bytes per block
-//! instead of 18 or 22, and runs several times faster on x86. Our own kernels take Q5_0 as it is
-//! where their interleaved tile applies (`kernels::q5_0`) and use this for the other shapes.
+//! instead of 18 or 22, and runs several times faster on x86. Our own kernels take Q4_0 and
+//! Q5_0 as they are where their interleaved tiles apply (`kernels::q4_0`, `kernels::q5_0`) and
+//! use this for the other shapes.
 
 use candle_core::quantized::{ggml_file, GgmlDType, QTensor};
 use candle_core::Device;

@@ -2,14 +2,14 @@
 //! blocks, the activations are quantized to int8 once per product, and each weight block is
 //! unpacked once for up to eight activation rows, so a batch of sequences reads the weights once.
 //!
-//! Q8_0, Q4_K, Q5_K, Q6_K and Q5_0 rows are interleaved eight at a time at load where the row
-//! count allows and the CPU has AVX2 (`x8`, with the tiles in `q8_0_x8`, `q4_k_x8` (Q4_K and
-//! Q5_K), `q6_k_x8` and `q5_0`), so that one multiply serves four or eight weight rows and
+//! Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K rows are interleaved eight at a time at load where
+//! the row count allows and the CPU has AVX2 (`x8`, with the tiles in `q8_0_x8`, `q4_0`,
+//! `q5_0`, `q4_k_x8` (Q4_K and Q5_K) and `q6_k_x8`), so that one multiply serves four or eight weight rows and
 //! a block's eight sums finish as one vector.
 //!
 //! Other shapes keep one kernel per weight type (`q8_0` packed four rows at a time, `q4_k`,
-//! `q5_k`, `q6_k` in the file's blocks; Q4_0, and Q5_0 of other shapes, are re-encoded
-//! losslessly as Q8_0 when loaded, see `formats::requant`), each with a scalar definition (the
+//! `q5_k`, `q6_k` in the file's blocks; Q4_0 and Q5_0 are re-encoded losslessly as Q8_0,
+//! see `formats::requant`), each with a scalar definition (the
 //! reference, and the path on CPUs without AVX2) and an AVX2 tile. Every (row, column) dot product
 //! runs the same instructions whatever the batch holds, so batching never changes a sequence's
 //! numbers. Work is spread over candle's worker pool, which parks its threads when idle.
@@ -17,6 +17,7 @@
 pub mod act;
 pub mod attention;
 mod buf;
+mod q4_0;
 mod q4_k;
 mod q4_k_x8;
 mod q5_0;
@@ -88,6 +89,7 @@ mod avx2 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QFormat {
     Q8_0,
+    Q4_0,
     Q5_0,
     Q4K,
     Q5K,
@@ -98,6 +100,7 @@ impl QFormat {
     pub fn of(dtype: GgmlDType) -> Option<Self> {
         match dtype {
             GgmlDType::Q8_0 => Some(Self::Q8_0),
+            GgmlDType::Q4_0 => Some(Self::Q4_0),
             GgmlDType::Q5_0 => Some(Self::Q5_0),
             GgmlDType::Q4K => Some(Self::Q4K),
             GgmlDType::Q5K => Some(Self::Q5K),
@@ -109,6 +112,7 @@ impl QFormat {
     fn block(self) -> (usize, usize) {
         match self {
             Self::Q8_0 => (32, 34),
+            Self::Q4_0 => (32, q4_0::BYTES),
             Self::Q5_0 => (32, q5_0::BYTES),
             Self::Q4K => (q4_k::Q4K::BLOCK, q4_k::Q4K::BYTES),
             Self::Q5K => (q5_k::Q5K::BLOCK, q5_k::Q5K::BYTES),
@@ -117,9 +121,9 @@ impl QFormat {
     }
 }
 
-/// A weight matrix [n, k] (n output rows of k inputs): Q8_0, Q4_K, Q5_K, Q6_K and Q5_0 interleaved
-/// eight rows at a time where n allows and the CPU has AVX2; otherwise Q8_0 repacked four rows at
-/// a time (other Q5_0 shapes become Q8_0), the rest in their GGUF blocks.
+/// A weight matrix [n, k] (n output rows of k inputs): Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K
+/// interleaved eight rows at a time where n allows and the CPU has AVX2; otherwise Q8_0 repacked
+/// four rows at a time (other Q4_0 and Q5_0 shapes become Q8_0), the rest in their GGUF blocks.
 #[derive(Debug)]
 pub struct QMatrix {
     format: QFormat,
@@ -133,6 +137,7 @@ enum Storage {
     Blocks(buf::WeightBuf),
     Q8x4(q8_0::Packed),
     Q8x8(x8::Packed<q8_0_x8::Q8X8>),
+    Q4x8(x8::Packed<q4_0::Q4X8>),
     Q4Kx8(x8::Packed<q4_k_x8::Q4KX8>),
     Q5Kx8(x8::Packed<q4_k_x8::Q5KX8>),
     Q5x8(x8::Packed<q5_0::Q5X8>),
@@ -182,9 +187,13 @@ impl QMatrix {
             QFormat::Q5_0 if n % 8 == 0 && has_avx2() => {
                 Storage::Q5x8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
             }
-            QFormat::Q5_0 => {
+            QFormat::Q4_0 if n % 8 == 0 && has_avx2() => {
+                Storage::Q4x8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
+            }
+            QFormat::Q4_0 | QFormat::Q5_0 => {
                 // Re-encoded losslessly as Q8_0, whose kernels serve any shape.
-                let q8 = crate::formats::requant::to_q8_0_bytes(GgmlDType::Q5_0, data)?;
+                let dtype = if matches!(format, QFormat::Q4_0) { GgmlDType::Q4_0 } else { GgmlDType::Q5_0 };
+                let q8 = crate::formats::requant::to_q8_0_bytes(dtype, data)?;
                 done(data);
                 return Ok(Self { format: QFormat::Q8_0, n, k, storage: Storage::Q8x4(q8_0::Packed::from_blocks(&q8, n, k, &|_| {}).map_err(io_error)?) });
             }
@@ -208,6 +217,7 @@ impl QMatrix {
         match (&self.storage, self.format) {
             (Storage::Q8x4(p), _) => p.dequantize_row(i, out),
             (Storage::Q8x8(p), _) => p.dequantize_row(i, out),
+            (Storage::Q4x8(p), _) => p.dequantize_row(i, out),
             (Storage::Q4Kx8(p), _) => p.dequantize_row(i, out),
             (Storage::Q5Kx8(p), _) => p.dequantize_row(i, out),
             (Storage::Q6Kx8(p), _) => p.dequantize_row(i, out),
@@ -230,6 +240,7 @@ impl QMatrix {
         match (&self.storage, self.format) {
             (Storage::Q8x4(p), _) => matmul_q8x4(p, n, k, x, m, out, simd),
             (Storage::Q8x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
+            (Storage::Q4x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Q4Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Q5Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
             (Storage::Q5x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
@@ -524,10 +535,10 @@ mod tests {
         (QMatrix::from_qtensor(&q).unwrap().unwrap(), reference)
     }
 
-    const TYPES: [GgmlDType; 5] = [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K];
+    const TYPES: [GgmlDType; 6] = [GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q5_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K];
 
     fn act_block(dtype: GgmlDType) -> usize {
-        if matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q5_0) {
+        if matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q4_0 | GgmlDType::Q5_0) {
             32
         } else {
             256
@@ -602,16 +613,17 @@ mod tests {
         }
     }
 
-    /// Q8_0, Q4_K, Q5_K, Q6_K and Q5_0 matrices whose rows come in whole groups of eight are interleaved
-    /// where the AVX2 tile runs (other Q8_0 shapes are packed four rows at a time, other Q5_0
-    /// shapes become Q8_0), so the tests above cover every layout (n = 8, 16 and 48 interleaved,
-    /// the others not).
+    /// Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K matrices whose rows come in whole groups of eight
+    /// are interleaved where the AVX2 tile runs (other Q8_0 shapes are packed four rows at a time,
+    /// other Q4_0 and Q5_0 shapes become Q8_0), so the tests above cover every layout (n = 8, 16
+    /// and 48 interleaved, the others not).
     #[test]
     fn layout_follows_the_row_count() {
         let storage = |dtype, n| match quantized(dtype, n, 256, 1).0.storage {
             Storage::Blocks(_) => "blocks",
             Storage::Q8x4(_) => "q8x4",
             Storage::Q8x8(_) => "q8x8",
+            Storage::Q4x8(_) => "q4x8",
             Storage::Q4Kx8(_) => "q4kx8",
             Storage::Q5Kx8(_) => "q5kx8",
             Storage::Q5x8(_) => "q5x8",
@@ -628,6 +640,8 @@ mod tests {
         assert_eq!(storage(GgmlDType::Q6K, 7), "blocks");
         assert_eq!(storage(GgmlDType::Q5_0, 16), if avx2 { "q5x8" } else { "q8x4" });
         assert_eq!(storage(GgmlDType::Q5_0, 37), "q8x4");
+        assert_eq!(storage(GgmlDType::Q4_0, 16), if avx2 { "q4x8" } else { "q8x4" });
+        assert_eq!(storage(GgmlDType::Q4_0, 37), "q8x4");
     }
 
     /// ggml's quantizers never write -128 into a Q8_0 block, but a file may hold it: the
@@ -681,7 +695,7 @@ mod speed {
     #[ignore]
     fn kernel_speed() {
         use candle_core::{Device, Tensor};
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0, GgmlDType::Q5_0] {
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q5_0] {
             let (n, k) = (2048, 2048);
             let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
             let qm = QMatrix::from_qtensor(&QTensor::quantize(&w, dtype).unwrap()).unwrap().unwrap();

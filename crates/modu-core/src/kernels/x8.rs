@@ -7,8 +7,8 @@
 //! the sums of eight rows finish as one vector (Q8_0, whose products cannot sum in 16 bits,
 //! reads four values of each of eight rows instead). The bytes are the file's, reordered: each type
 //! ([`Layout`]) says where every part of a row's block goes in its group's block, and brings
-//! the AVX2 tile that reads that layout (`q8_0_x8`, `q4_k_x8` for Q4_K and Q5_K, `q6_k_x8`,
-//! `q5_0`).
+//! the AVX2 tile that reads that layout (`q8_0_x8`, `q4_0`, `q5_0`, `q4_k_x8` for Q4_K and
+//! Q5_K, `q6_k_x8`).
 
 use super::act::QuantizedRows;
 
@@ -140,5 +140,6 @@ mod tests {
         layout_round_trips::<super::super::q4_k_x8::Q5KX8>();
         layout_round_trips::<super::super::q6_k_x8::Q6KX8>();
         layout_round_trips::<super::super::q5_0::Q5X8>();
+        layout_round_trips::<super::super::q4_0::Q4X8>();
     }
 }
