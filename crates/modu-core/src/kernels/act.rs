@@ -1,5 +1,5 @@
 //! Activations quantized to int8 before a quantized matrix product, as ggml does: blocks of 32
-//! with one scale (for Q8_0 weights) or super-blocks of 256 with one scale and the sums of each
+//! with one scale (for Q8_0, Q4_0 and Q5_0 weights) or super-blocks of 256 with one scale and the sums of each
 //! 16 values (for the k-quants, whose offsets and minimums then cost one multiply per group).
 //!
 //! The scales are computed as ggml computes them, so that activations round to the same integers

@@ -566,7 +566,7 @@ mod tests {
     #[test]
     fn kernels_match_the_definition() {
         for dtype in TYPES {
-            for (n, k) in [(1, 256), (7, 256), (37, 512), (16, 768)] {
+            for (n, k) in [(1, 256), (7, 256), (8, 256), (37, 512), (16, 768)] {
                 let (qm, wf) = quantized(dtype, n, k, n as u64 * 31 + k as u64);
                 for m in [1, 2, 3, 4, 5, 6, 7, 8, 9, 17] {
                     let x = random(m * k, 99 + m as u64);
@@ -644,36 +644,49 @@ mod tests {
         assert_eq!(storage(GgmlDType::Q4_0, 37), "q8x4");
     }
 
-    /// ggml's quantizers never write -128 into a Q8_0 block, but a file may hold it: the
-    /// interleaved tile multiplies it exactly (as 128 with the activation's sign flipped), against
-    /// activations of both signs.
+    /// ggml's quantizers never write -128 into a Q8_0 block, but a file may hold it: every
+    /// layout multiplies it exactly (the AVX2 tiles as 128 with the activation's sign flipped),
+    /// against activations of both signs: 8 rows (interleaved where the CPU has AVX2) and 12
+    /// (four at a time), one activation row and eleven.
     #[test]
-    fn q8_0_weights_of_minus_128_are_exact_where_interleaved() {
-        let (n, k) = (8, 64);
+    fn q8_0_weights_of_minus_128_are_exact() {
+        let k = 64;
         let d = half::f16::from_f32(0.01);
-        let mut data = Vec::new();
-        for row in 0..n {
-            for b in 0..k / 32 {
-                data.extend_from_slice(&d.to_le_bytes());
-                data.extend((0..32).map(|i| if (i + row + b) % 3 == 0 { 5u8 } else { 0x80 }));
+        for n in [8, 12] {
+            let mut data = Vec::new();
+            for row in 0..n {
+                for b in 0..k / 32 {
+                    data.extend_from_slice(&d.to_le_bytes());
+                    data.extend((0..32).map(|i| if (i + row + b) % 3 == 0 { 5u8 } else { 0x80 }));
+                }
             }
-        }
-        let qm = QMatrix::new(QFormat::Q8_0, n, k, &data).unwrap();
-        if !matches!(qm.storage, Storage::Q8x8(_)) {
-            return; // no AVX2: the four-row packing clamps -128 to -127, as documented there
-        }
-        let x = random(k, 11);
-        let a = act::quantize_rows(&x, 1, k, 32);
-        let mut out = vec![0f32; n];
-        qm.matmul(&x, 1, &mut out);
-        for (c, &got) in out.iter().enumerate() {
-            let exact: f64 = (0..k)
-                .map(|i| {
-                    let w = data[c * (k / 32) * 34 + (i / 32) * 34 + 2 + i % 32] as i8;
-                    w as f64 * d.to_f64() * a.qs[i] as f64 * a.d[i / 32] as f64
-                })
-                .sum();
-            assert!((got as f64 - exact).abs() <= 1e-5 * exact.abs().max(1.0), "column {c}: {got} vs {exact}");
+            let qm = QMatrix::new(QFormat::Q8_0, n, k, &data).unwrap();
+            for m in [1, 11] {
+                let x = random(m * k, 11);
+                let a = act::quantize_rows(&x, m, k, 32);
+                for simd in [false, true] {
+                    if simd && !has_avx2() {
+                        continue;
+                    }
+                    let mut out = vec![0f32; m * n];
+                    qm.matmul_with(&x, m, &mut out, simd);
+                    for r in 0..m {
+                        for c in 0..n {
+                            let exact: f64 = (0..k)
+                                .map(|i| {
+                                    let w = data[c * (k / 32) * 34 + (i / 32) * 34 + 2 + i % 32] as i8;
+                                    w as f64 * d.to_f64() * a.qs[r * k + i] as f64 * a.d[r * k / 32 + i / 32] as f64
+                                })
+                                .sum();
+                            let got = out[r * n + c] as f64;
+                            assert!(
+                                (got - exact).abs() <= 1e-5 * exact.abs().max(1.0),
+                                "n={n} m={m} simd={simd} ({r},{c}): {got} vs {exact}"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 

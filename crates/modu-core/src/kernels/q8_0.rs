@@ -36,9 +36,7 @@ impl Packed {
                     let at = (g * kb + b) * 4 + j;
                     d[at] = u16::from_le_bytes([blk[0], blk[1]]);
                     for (o, &q) in qs[at].0.iter_mut().zip(&blk[2..34]) {
-                        // ggml's quantizers never write -128; a file that does gets -127, so that
-                        // every weight has a magnitude the kernel's sign trick can carry.
-                        *o = (q as i8).max(-127);
+                        *o = q as i8;
                     }
                 }
             }
@@ -106,14 +104,14 @@ unsafe fn tile4<const R: usize>(
         let q = qs.add(b * 4);
         let dx = _mm_cvtph_ps(_mm_loadl_epi64(d.add(b * 4) as *const __m128i));
         let x: [__m256i; 4] = std::array::from_fn(|j| _mm256_load_si256(q.add(j) as *const __m256i));
+        let ax: [__m256i; 4] = std::array::from_fn(|j| _mm256_abs_epi8(x[j]));
         for r in 0..R {
             let y = _mm256_loadu_si256(yq[r].add(b * 32) as *const __m256i);
-            // |y| * (x * sign y) = x * y: maddubs needs one unsigned operand. Taking it from the
-            // activation leaves the four weight vectors as they are (weights are never -128,
-            // which has no positive counterpart; repacking clamps it).
-            let ay = _mm256_sign_epi8(y, y);
+            // |x| * (y * sign x) = x * y: maddubs needs one unsigned operand. Taking it from the
+            // weights keeps a file's -128 exact (its magnitude is 128 as a byte), and the
+            // activations are never -128.
             let p: [__m256i; 4] =
-                std::array::from_fn(|j| _mm256_madd_epi16(_mm256_maddubs_epi16(ay, _mm256_sign_epi8(x[j], y)), ones));
+                std::array::from_fn(|j| _mm256_madd_epi16(_mm256_maddubs_epi16(ax[j], _mm256_sign_epi8(y, x[j])), ones));
             let s = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
             let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
             let dxy = _mm_mul_ps(dx, _mm_set1_ps(*yd[r].add(b)));

@@ -3,6 +3,7 @@
 //! sums finish in eight lanes with no horizontal adds. `maddubs` needs one unsigned operand; it
 //! takes the weights' magnitudes (|-128| is 128 as a byte, so every file value is exact) and the
 //! activations carry the weights' signs. A product pair is at most 2 * 128 * 127: no saturation.
+//! (The four-row tile in `q8_0` takes the same operands.)
 
 use super::act::QuantizedRows;
 use super::x8::{Layout, LANE_ROW};

@@ -3,9 +3,10 @@
 //! In GGUF's layout one `maddubs` multiplies 32 values of one row, so every product needs its
 //! own `madd` with its sub-block's scale. Interleaved, the 32 bytes a `maddubs` reads are 8
 //! values of each of four rows, with eight activation values broadcast against them; the
-//! products of a sub-block sum in 16 bits before one `madd` applies the four rows' scales, and
-//! the sums of eight rows finish as one vector (Q8_0, whose products cannot sum in 16 bits,
-//! reads four values of each of eight rows instead). The bytes are the file's, reordered: each type
+//! products of a sub-block sum in 16 bits before one `madd` (with the four rows' sub-block
+//! scales for the k-quants, with ones for the 32-value types, whose one scale per block is
+//! applied in f32), and the sums of eight rows finish as one vector. Q8_0, whose products
+//! cannot sum in 16 bits, reads four values of each of eight rows instead. The bytes are the file's, reordered: each type
 //! ([`Layout`]) says where every part of a row's block goes in its group's block, and brings
 //! the AVX2 tile that reads that layout (`q8_0_x8`, `q4_0`, `q5_0`, `q4_k_x8` for Q4_K and
 //! Q5_K, `q6_k_x8`).
