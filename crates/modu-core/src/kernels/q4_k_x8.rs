@@ -115,6 +115,9 @@ unsafe fn tile<const R: usize, const HIGH_BITS: bool>(
     let ys: [*const i16; R] = std::array::from_fn(|r| a.row_sums32(rows[r]).as_ptr());
     for b in 0..kb {
         let blk = blocks.add(b * group_bytes);
+        if super::x8::streams::<R>() {
+            super::x8::prefetch_ahead(blk, group_bytes);
+        }
         let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
         let dmin = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16) as *const __m128i));
         let word = blk.add(32) as *const __m256i;

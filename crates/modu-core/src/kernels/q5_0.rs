@@ -100,6 +100,9 @@ unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, 
     let ys: [*const i16; R] = std::array::from_fn(|r| a.row_sums32(rows[r]).as_ptr());
     for b in 0..kb {
         let blk = blocks.add(b * GROUP_BYTES);
+        if super::x8::streams::<R>() {
+            super::x8::prefetch_ahead(blk, GROUP_BYTES);
+        }
         let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
         let mut sumi = [[_mm256_setzero_si256(); R]; 2];
         for (h, sumi) in sumi.iter_mut().enumerate() {

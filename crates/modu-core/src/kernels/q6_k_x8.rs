@@ -70,6 +70,9 @@ unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, 
     let yb: [*const i16; R] = std::array::from_fn(|r| a.row_bsums(rows[r]).as_ptr());
     for b in 0..kb {
         let blk = blocks.add(b * GROUP_BYTES);
+        if super::x8::streams::<R>() {
+            super::x8::prefetch_ahead(blk, GROUP_BYTES);
+        }
         let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
         macro_rules! scale8 {
             ($j:expr) => {

@@ -79,6 +79,9 @@ unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, 
     let yd: [*const f32; R] = std::array::from_fn(|r| a.row_d(rows[r]).as_ptr());
     for b in 0..kb {
         let blk = blocks.add(b * GROUP_BYTES);
+        if super::x8::streams::<R>() {
+            super::x8::prefetch_ahead(blk, GROUP_BYTES);
+        }
         let d = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
         let mut r0 = 0;
         while r0 + 8 <= R {

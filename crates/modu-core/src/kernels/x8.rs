@@ -41,6 +41,31 @@ pub(crate) trait Layout {
     unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]);
 }
 
+/// Asks the cache for the weights about 4 KiB past the group block at `blk` (one block's worth)
+/// while that block is multiplied. A product of few activation rows reads each weight once, and
+/// the hardware prefetcher alone left decode about 5% slower on the EXAONE-1.2B-shaped file. A
+/// prefetch past the end of the weights is harmless: it never faults.
+///
+/// # Safety
+/// None beyond the CPU having SSE; `blk` is not dereferenced.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn prefetch_ahead(blk: *const u8, group_bytes: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let ahead = blk.wrapping_add(4096);
+    let mut o = 0;
+    while o < group_bytes {
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(o) as *const i8) };
+        o += 64;
+    }
+}
+
+/// Whether a tile of R activation rows streams its weights (decode, small batches) and so
+/// prefetches them; with more rows the group's blocks are reused from the cache.
+pub(crate) const fn streams<const R: usize>() -> bool {
+    R <= 4
+}
+
 /// A matrix of `L` blocks, rows in groups of eight: group g's block b at
 /// `(g * kb + b) * 8 * L::BYTES`.
 #[derive(Debug)]
