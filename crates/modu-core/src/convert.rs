@@ -104,22 +104,17 @@ pub fn plan(ckpt: &dyn Checkpoint, names: &[String], ty: OutType) -> Vec<GgmlDTy
             if keep_f32 {
                 return GgmlDType::F32;
             }
+            // The output head (the embedding when tied) gets Q6_K in the 4- and 5-bit mixes.
+            let head = name == "output.weight" || (tied && name == "token_embd.weight");
             let want = match ty {
                 OutType::F32 => GgmlDType::F32,
                 OutType::F16 => GgmlDType::F16,
                 OutType::Q8_0 => GgmlDType::Q8_0,
-                OutType::Q4_0 => {
-                    if name == "output.weight" || (tied && name == "token_embd.weight") {
-                        GgmlDType::Q6K
-                    } else {
-                        GgmlDType::Q4_0
-                    }
-                }
+                OutType::Q4_0 | OutType::Q4KM | OutType::Q5KM if head => GgmlDType::Q6K,
+                OutType::Q4_0 => GgmlDType::Q4_0,
                 OutType::Q4KM | OutType::Q5KM => {
                     let base = if ty == OutType::Q4KM { GgmlDType::Q4K } else { GgmlDType::Q5K };
-                    if name == "output.weight" || (tied && name == "token_embd.weight") {
-                        GgmlDType::Q6K
-                    } else if name.ends_with("attn_v.weight") {
+                    if name.ends_with("attn_v.weight") {
                         let more = use_more_bits(i_attn_v, n_attn_v);
                         i_attn_v += 1;
                         if more { GgmlDType::Q6K } else { base }

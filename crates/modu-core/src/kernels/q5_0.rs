@@ -14,34 +14,12 @@ pub const BYTES: usize = 22;
 /// Bytes of one block of eight rows.
 const GROUP_BYTES: usize = 8 * BYTES;
 
-fn d(b: &[u8]) -> f32 {
-    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
-}
-
-/// The unsigned 5-bit value `i` (0..32) of a block.
+/// The signed value `i` (0..32) of a block: its 5 bits less 16.
 fn value(b: &[u8], i: usize) -> i32 {
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
     let q = b[6 + i % 16];
     let nibble = if i < 16 { q & 0xF } else { q >> 4 };
-    (nibble as u32 | ((qh >> i) & 1) << 4) as i32
-}
-
-/// The definition of a block's values.
-pub fn dequantize_block(b: &[u8], out: &mut [f32]) {
-    for (i, o) in out[..32].iter_mut().enumerate() {
-        *o = d(b) * (value(b, i) - 16) as f32;
-    }
-}
-
-/// The definition: a row of blocks against activation row `r` (blocks of 32).
-pub fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-    let (qs, ds) = (a.row_qs(r), a.row_d(r));
-    let mut sum = 0f32;
-    for (i, b) in w.chunks_exact(BYTES).enumerate() {
-        let s: i32 = (0..32).map(|j| (value(b, j) - 16) * qs[32 * i + j] as i32).sum();
-        sum += d(b) * ds[i] * s as f32;
-    }
-    sum
+    (nibble as u32 | ((qh >> i) & 1) << 4) as i32 - 16
 }
 
 /// For each group of eight rows and block, in the group's block of 8 * 22 bytes:
@@ -64,11 +42,11 @@ impl Layout for Q5X8 {
     }
 
     fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        dequantize_block(b, out)
+        super::q8_0::dequantize_32(b, out, value)
     }
 
     fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        dot_scalar(row, a, r)
+        super::q8_0::dot_scalar_32(row, BYTES, a, r, value)
     }
 
     #[cfg(target_arch = "x86_64")]

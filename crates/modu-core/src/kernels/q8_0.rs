@@ -2,6 +2,27 @@
 
 use super::act::QuantizedRows;
 
+/// The definitions of the 32-value block types (Q8_0, Q4_0, Q5_0), which all start with an f16
+/// `d`: the block's values, `d * value(b, i)` with `value` the signed integer of value i.
+pub(super) fn dequantize_32(b: &[u8], out: &mut [f32], value: fn(&[u8], usize) -> i32) {
+    let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    for (i, o) in out[..32].iter_mut().enumerate() {
+        *o = d * value(b, i) as f32;
+    }
+}
+
+/// A row of `bytes`-byte blocks against activation row `r` (blocks of 32), exact integer sums
+/// per block scaled in f32.
+pub(super) fn dot_scalar_32(w: &[u8], bytes: usize, a: &QuantizedRows, r: usize, value: fn(&[u8], usize) -> i32) -> f32 {
+    let (qs, ds) = (a.row_qs(r), a.row_d(r));
+    let mut sum = 0f32;
+    for (i, b) in w.chunks_exact(bytes).enumerate() {
+        let s: i32 = (0..32).map(|j| value(b, j) * qs[32 * i + j] as i32).sum();
+        sum += half::f16::from_le_bytes([b[0], b[1]]).to_f32() * ds[i] * s as f32;
+    }
+    sum
+}
+
 /// 32 bytes, aligned so that a block's quants are one aligned load.
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(32))]

@@ -12,26 +12,9 @@ use super::x8::{Layout, LANE_ROW};
 const BYTES: usize = 34;
 const GROUP_BYTES: usize = 8 * BYTES;
 
-fn d(b: &[u8]) -> f32 {
-    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
-}
-
-/// The definition of a block's values: `d * q`.
-pub fn dequantize_block(b: &[u8], out: &mut [f32]) {
-    for (o, &q) in out[..32].iter_mut().zip(&b[2..34]) {
-        *o = d(b) * (q as i8) as f32;
-    }
-}
-
-/// The definition: a row of blocks against activation row `r` (blocks of 32).
-pub fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-    let (qs, ds) = (a.row_qs(r), a.row_d(r));
-    let mut sum = 0f32;
-    for (i, b) in w.chunks_exact(BYTES).enumerate() {
-        let s: i32 = b[2..34].iter().zip(&qs[32 * i..32 * i + 32]).map(|(&w, &x)| (w as i8) as i32 * x as i32).sum();
-        sum += d(b) * ds[i] * s as f32;
-    }
-    sum
+/// The signed value `i` (0..32) of a block.
+fn value(b: &[u8], i: usize) -> i32 {
+    (b[2 + i] as i8) as i32
 }
 
 /// For each group of eight rows and block, in the group's block of 8 * 34 bytes:
@@ -52,11 +35,11 @@ impl Layout for Q8X8 {
     }
 
     fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        dequantize_block(b, out)
+        super::q8_0::dequantize_32(b, out, value)
     }
 
     fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        dot_scalar(row, a, r)
+        super::q8_0::dot_scalar_32(row, BYTES, a, r, value)
     }
 
     #[cfg(target_arch = "x86_64")]
