@@ -101,18 +101,4 @@ impl WeightBuf {
         // alone (regions are only ever carved forward), and `&mut self` makes the access unique.
         unsafe { std::slice::from_raw_parts_mut(self.region.base.add(self.offset), self.len) }
     }
-
-    /// The bytes as `T`s. `T` must be plain data (integers or arrays of them) with alignment at
-    /// most a page; the length must be a multiple of its size.
-    pub fn cast<T: Copy>(&self) -> &[T] {
-        assert!(std::mem::align_of::<T>() <= 4096 && self.len % std::mem::size_of::<T>() == 0);
-        // SAFETY: the buffer is 4 KiB-aligned and holds `len` initialised bytes; T is plain data.
-        unsafe { std::slice::from_raw_parts(self.bytes().as_ptr() as *const T, self.len / std::mem::size_of::<T>()) }
-    }
-
-    pub fn cast_mut<T: Copy>(&mut self) -> &mut [T] {
-        assert!(std::mem::align_of::<T>() <= 4096 && self.len % std::mem::size_of::<T>() == 0);
-        // SAFETY: as in `cast`, and the borrow is exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.bytes_mut().as_mut_ptr() as *mut T, self.len / std::mem::size_of::<T>()) }
-    }
 }

@@ -1,18 +1,18 @@
-//! Quantized matrix products on the CPU, written for this engine: the weight stays in its GGUF
-//! blocks, the activations are quantized to int8 once per product, and each weight block is
-//! unpacked once for up to eight activation rows, so a batch of sequences reads the weights once.
+//! Quantized matrix products on the CPU, written for this engine: the activations are quantized
+//! to int8 once per product, and each weight block is unpacked once for up to eight activation
+//! rows, so a batch of sequences reads the weights once.
 //!
-//! Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K rows are interleaved eight at a time at load where
-//! the row count allows and the CPU has AVX2 (`x8`, with the tiles in `q8_0_x8`, `q4_0`,
-//! `q5_0`, `q4_k_x8` (Q4_K and Q5_K) and `q6_k_x8`), so that one multiply serves four or eight weight rows and
-//! a block's eight sums finish as one vector.
-//!
-//! Other shapes keep one kernel per weight type (`q8_0` packed four rows at a time, `q4_k`,
-//! `q5_k`, `q6_k` in the file's blocks; Q4_0 and Q5_0 are re-encoded losslessly as Q8_0,
-//! see `formats::requant`), each with a scalar definition (the
-//! reference, and the path on CPUs without AVX2) and an AVX2 tile. Every (row, column) dot product
-//! runs the same instructions whatever the batch holds, so batching never changes a sequence's
-//! numbers. Work is spread over candle's worker pool, which parks its threads when idle.
+//! Each weight type (Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K) has a definition on the file's blocks
+//! ([`Kernel`]: `q8_0`, `q4_0`, `q5_0`, `q4_k`, `q5_k`, `q6_k`): its block's integer sums are
+//! exact, and the order of its float operations is fixed. Where the CPU has AVX2, rows are
+//! interleaved eight at a time at load (`x8`, with the tiles in `q8_0_x8`, `q4_0`, `q5_0`,
+//! `q4_k_x8` for Q4_K and Q5_K, and `q6_k_x8`), so that one multiply serves four or eight weight
+//! rows and a block's eight sums finish as one vector; each lane does the definition's float
+//! operations in the definition's order, so the AVX2 tiles give the definitions' results bit for
+//! bit. Elsewhere the definitions run on the file's blocks. Every (row, column) dot product runs
+//! the same instructions whatever the batch holds, so batching never changes a sequence's
+//! numbers; nor does a CPU without AVX2 change a product's. Work is spread over candle's worker
+//! pool, which parks its threads when idle.
 
 pub mod act;
 pub mod attention;
@@ -21,12 +21,12 @@ mod q4_0;
 mod q4_k;
 mod q4_k_x8;
 mod q5_0;
-mod q6_k_x8;
-mod q8_0_x8;
-mod x8;
 mod q5_k;
 mod q6_k;
-pub mod q8_0;
+mod q6_k_x8;
+mod q8_0;
+mod q8_0_x8;
+mod x8;
 
 use act::QuantizedRows;
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -34,7 +34,14 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 
-/// A weight type's kernels. `tile_avx2` computes R activation rows against one weight row.
+/// A weight type's definitions on the file's blocks.
+///
+/// `dot_scalar` is the product of one weight row with one activation row: per block, exact
+/// integer sums of weight and activation integers (with the block's integer scales and offsets),
+/// turned to f32 and accumulated as `sum = fma(d * d_y, s, sum)` block after block (`d` the
+/// block's scale, `d_y` the activation block's); the k-quants with minimums accumulate
+/// `fma(dmin * d_y, s_min, mins)` apart and return `sum - mins`. The AVX2 tiles keep this order,
+/// so that their results are bitwise the definition's.
 pub(crate) trait Kernel {
     /// Weights per block, bytes per block, activation block size.
     const BLOCK: usize;
@@ -43,10 +50,11 @@ pub(crate) trait Kernel {
     fn dequantize_block(b: &[u8], out: &mut [f32]);
     /// The definition: one weight row against activation row `r`.
     fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32;
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; `w` holds one whole weight row.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn tile_avx2<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]);
+}
+
+/// Whether the AVX2 tiles can run here (AVX2, FMA and F16C; `MODU_NO_AVX2` set turns them off).
+pub fn simd_available() -> bool {
+    has_avx2()
 }
 
 pub(crate) fn has_avx2() -> bool {
@@ -63,26 +71,6 @@ pub(crate) fn has_avx2() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn f16_to_f32(bits: u16) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-    }
 }
 
 /// The weight types these kernels cover.
@@ -109,21 +97,24 @@ impl QFormat {
         }
     }
 
+    /// Weights and bytes per block.
     fn block(self) -> (usize, usize) {
+        fn of<K: Kernel>() -> (usize, usize) {
+            (K::BLOCK, K::BYTES)
+        }
         match self {
-            Self::Q8_0 => (32, 34),
-            Self::Q4_0 => (32, q4_0::BYTES),
-            Self::Q5_0 => (32, q5_0::BYTES),
-            Self::Q4K => (q4_k::Q4K::BLOCK, q4_k::Q4K::BYTES),
-            Self::Q5K => (q5_k::Q5K::BLOCK, q5_k::Q5K::BYTES),
-            Self::Q6K => (q6_k::Q6K::BLOCK, q6_k::Q6K::BYTES),
+            Self::Q8_0 => of::<q8_0::Q8_0>(),
+            Self::Q4_0 => of::<q4_0::Q4_0>(),
+            Self::Q5_0 => of::<q5_0::Q5_0>(),
+            Self::Q4K => of::<q4_k::Q4K>(),
+            Self::Q5K => of::<q5_k::Q5K>(),
+            Self::Q6K => of::<q6_k::Q6K>(),
         }
     }
 }
 
-/// A weight matrix [n, k] (n output rows of k inputs): Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K
-/// interleaved eight rows at a time where n allows and the CPU has AVX2; otherwise Q8_0 repacked
-/// four rows at a time (other Q4_0 and Q5_0 shapes become Q8_0), the rest in their GGUF blocks.
+/// A weight matrix [n, k] (n output rows of k inputs), interleaved eight rows at a time for the
+/// AVX2 tiles, or in the file's blocks for the definitions.
 #[derive(Debug)]
 pub struct QMatrix {
     format: QFormat,
@@ -135,7 +126,6 @@ pub struct QMatrix {
 #[derive(Debug)]
 enum Storage {
     Blocks(buf::WeightBuf),
-    Q8x4(q8_0::Packed),
     Q8x8(x8::Packed<q8_0_x8::Q8X8>),
     Q4x8(x8::Packed<q4_0::Q4X8>),
     Q4Kx8(x8::Packed<q4_k_x8::Q4KX8>),
@@ -145,22 +135,25 @@ enum Storage {
 }
 
 impl QMatrix {
-    /// None when the tensor's type has no kernel here.
-    pub fn from_qtensor(q: &QTensor) -> Result<Option<Self>> {
+    /// None when the tensor's type has no kernel here. `simd`: as in [`QMatrix::with_kernels`].
+    pub fn from_qtensor(q: &QTensor, simd: bool) -> Result<Option<Self>> {
         let Some(format) = QFormat::of(q.dtype()) else { return Ok(None) };
         let dims = q.shape().dims();
         let &[n, k] = dims else { return Ok(None) };
-        Self::new(format, n, k, &q.data()?).map(Some)
+        Self::with_kernels(format, n, k, &q.data()?, simd, &|_| {}).map(Some)
     }
 
+    /// With the AVX2 tiles where the CPU has them.
     pub fn new(format: QFormat, n: usize, k: usize, data: &[u8]) -> Result<Self> {
-        Self::new_consuming(format, n, k, data, &|_| {})
+        Self::with_kernels(format, n, k, data, has_avx2(), &|_| {})
     }
 
-    /// Like [`QMatrix::new`], handing each consumed stretch of `data` (a few MiB, in order) to
-    /// `done`, so that a loader can drop a mapped file's pages as they are copied and never hold
-    /// a large weight twice.
-    pub fn new_consuming(format: QFormat, n: usize, k: usize, data: &[u8], done: &dyn Fn(&[u8])) -> Result<Self> {
+    /// `data`: the file's blocks, `n` rows of `k` weights. `simd`: interleave the rows for the
+    /// AVX2 tiles (where the CPU has them; otherwise ignored); without, every product runs on the
+    /// definitions, slower, to the same bits. `done` receives each consumed stretch of `data` (a
+    /// few MiB, in order), so that a loader can drop a mapped file's pages as they are copied
+    /// and never hold a large weight twice.
+    pub fn with_kernels(format: QFormat, n: usize, k: usize, data: &[u8], simd: bool, done: &dyn Fn(&[u8])) -> Result<Self> {
         let (block, bytes) = format.block();
         if k % block != 0 || data.len() != n * (k / block) * bytes {
             return Err(Error::Invalid(format!(
@@ -168,86 +161,73 @@ impl QMatrix {
                 data.len()
             )));
         }
-        let storage = match format {
-            // The interleaved layout pays off only with the AVX2 tile; elsewhere the file's
-            // layout serves the scalar definitions directly (Q8_0: four rows at a time).
-            QFormat::Q8_0 if n % 8 == 0 && has_avx2() => {
-                Storage::Q8x8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
-            }
-            QFormat::Q8_0 => Storage::Q8x4(q8_0::Packed::from_blocks(data, n, k, done).map_err(io_error)?),
-            QFormat::Q4K if n % 8 == 0 && has_avx2() => {
-                Storage::Q4Kx8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
-            }
-            QFormat::Q5K if n % 8 == 0 && has_avx2() => {
-                Storage::Q5Kx8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
-            }
-            QFormat::Q6K if n % 8 == 0 && has_avx2() => {
-                Storage::Q6Kx8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
-            }
-            QFormat::Q5_0 if n % 8 == 0 && has_avx2() => {
-                Storage::Q5x8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
-            }
-            QFormat::Q4_0 if n % 8 == 0 && has_avx2() => {
-                Storage::Q4x8(x8::Packed::from_blocks(data, n, k, done).map_err(io_error)?)
-            }
-            QFormat::Q4_0 | QFormat::Q5_0 => {
-                // Re-encoded losslessly as Q8_0, whose kernels serve any shape.
-                let dtype = if matches!(format, QFormat::Q4_0) { GgmlDType::Q4_0 } else { GgmlDType::Q5_0 };
-                let q8 = crate::formats::requant::to_q8_0_bytes(dtype, data)?;
-                done(data);
-                return Ok(Self { format: QFormat::Q8_0, n, k, storage: Storage::Q8x4(q8_0::Packed::from_blocks(&q8, n, k, &|_| {}).map_err(io_error)?) });
-            }
-            _ => Storage::Blocks(buf::WeightBuf::from_bytes(data, done).map_err(io_error)?),
+        let packed = |data| -> std::io::Result<Storage> {
+            Ok(match format {
+                QFormat::Q8_0 => Storage::Q8x8(x8::Packed::from_blocks(data, n, k, done)?),
+                QFormat::Q4_0 => Storage::Q4x8(x8::Packed::from_blocks(data, n, k, done)?),
+                QFormat::Q5_0 => Storage::Q5x8(x8::Packed::from_blocks(data, n, k, done)?),
+                QFormat::Q4K => Storage::Q4Kx8(x8::Packed::from_blocks(data, n, k, done)?),
+                QFormat::Q5K => Storage::Q5Kx8(x8::Packed::from_blocks(data, n, k, done)?),
+                QFormat::Q6K => Storage::Q6Kx8(x8::Packed::from_blocks(data, n, k, done)?),
+            })
         };
-        Ok(Self { format, n, k, storage })
+        let storage = if simd && has_avx2() { packed(data) } else { buf::WeightBuf::from_bytes(data, done).map(Storage::Blocks) };
+        Ok(Self { format, n, k, storage: storage.map_err(io_error)? })
     }
 
     pub fn out_dim(&self) -> usize {
         self.n
     }
 
-    fn row_bytes(&self) -> usize {
-        let (block, bytes) = self.format.block();
-        self.k / block * bytes
-    }
-
     /// Row `i` as f32 (embedding lookups).
     pub fn dequantize_row(&self, i: usize, out: &mut [f32]) {
-        let rb = self.row_bytes();
-        match (&self.storage, self.format) {
-            (Storage::Q8x4(p), _) => p.dequantize_row(i, out),
-            (Storage::Q8x8(p), _) => p.dequantize_row(i, out),
-            (Storage::Q4x8(p), _) => p.dequantize_row(i, out),
-            (Storage::Q4Kx8(p), _) => p.dequantize_row(i, out),
-            (Storage::Q5Kx8(p), _) => p.dequantize_row(i, out),
-            (Storage::Q6Kx8(p), _) => p.dequantize_row(i, out),
-            (Storage::Q5x8(p), _) => p.dequantize_row(i, out),
-            (Storage::Blocks(d), QFormat::Q4K) => dequantize::<q4_k::Q4K>(&d.bytes()[i * rb..(i + 1) * rb], out),
-            (Storage::Blocks(d), QFormat::Q5K) => dequantize::<q5_k::Q5K>(&d.bytes()[i * rb..(i + 1) * rb], out),
-            (Storage::Blocks(d), _) => dequantize::<q6_k::Q6K>(&d.bytes()[i * rb..(i + 1) * rb], out),
+        fn blocks<K: Kernel>(data: &[u8], k: usize, i: usize, out: &mut [f32]) {
+            let rb = k / K::BLOCK * K::BYTES;
+            for (b, o) in data[i * rb..(i + 1) * rb].chunks_exact(K::BYTES).zip(out.chunks_exact_mut(K::BLOCK)) {
+                K::dequantize_block(b, o);
+            }
+        }
+        match &self.storage {
+            Storage::Q8x8(p) => p.dequantize_row(i, out),
+            Storage::Q4x8(p) => p.dequantize_row(i, out),
+            Storage::Q5x8(p) => p.dequantize_row(i, out),
+            Storage::Q4Kx8(p) => p.dequantize_row(i, out),
+            Storage::Q5Kx8(p) => p.dequantize_row(i, out),
+            Storage::Q6Kx8(p) => p.dequantize_row(i, out),
+            Storage::Blocks(d) => {
+                let (data, k) = (d.bytes(), self.k);
+                match self.format {
+                    QFormat::Q8_0 => blocks::<q8_0::Q8_0>(data, k, i, out),
+                    QFormat::Q4_0 => blocks::<q4_0::Q4_0>(data, k, i, out),
+                    QFormat::Q5_0 => blocks::<q5_0::Q5_0>(data, k, i, out),
+                    QFormat::Q4K => blocks::<q4_k::Q4K>(data, k, i, out),
+                    QFormat::Q5K => blocks::<q5_k::Q5K>(data, k, i, out),
+                    QFormat::Q6K => blocks::<q6_k::Q6K>(data, k, i, out),
+                }
+            }
         }
     }
 
     /// `out[m, n] = x[m, k] · selfᵀ`.
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        self.matmul_with(x, m, out, has_avx2())
-    }
-
-    fn matmul_with(&self, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
         assert_eq!(x.len(), m * self.k, "activation length");
         assert_eq!(out.len(), m * self.n, "output length");
         let (n, k) = (self.n, self.k);
-        match (&self.storage, self.format) {
-            (Storage::Q8x4(p), _) => matmul_q8x4(p, n, k, x, m, out, simd),
-            (Storage::Q8x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
-            (Storage::Q4x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
-            (Storage::Q4Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
-            (Storage::Q5Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
-            (Storage::Q5x8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
-            (Storage::Q6Kx8(p), _) => matmul_x8(p, n, k, x, m, out, simd),
-            (Storage::Blocks(d), QFormat::Q4K) => matmul::<q4_k::Q4K>(d.bytes(), n, k, x, m, out, simd),
-            (Storage::Blocks(d), QFormat::Q5K) => matmul::<q5_k::Q5K>(d.bytes(), n, k, x, m, out, simd),
-            (Storage::Blocks(d), _) => matmul::<q6_k::Q6K>(d.bytes(), n, k, x, m, out, simd),
+        match &self.storage {
+            Storage::Q8x8(p) => matmul_x8(p, n, k, x, m, out),
+            Storage::Q4x8(p) => matmul_x8(p, n, k, x, m, out),
+            Storage::Q5x8(p) => matmul_x8(p, n, k, x, m, out),
+            Storage::Q4Kx8(p) => matmul_x8(p, n, k, x, m, out),
+            Storage::Q5Kx8(p) => matmul_x8(p, n, k, x, m, out),
+            Storage::Q6Kx8(p) => matmul_x8(p, n, k, x, m, out),
+            Storage::Blocks(d) => match self.format {
+                QFormat::Q8_0 => matmul::<q8_0::Q8_0>(d.bytes(), n, k, x, m, out),
+                QFormat::Q4_0 => matmul::<q4_0::Q4_0>(d.bytes(), n, k, x, m, out),
+                QFormat::Q5_0 => matmul::<q5_0::Q5_0>(d.bytes(), n, k, x, m, out),
+                QFormat::Q4K => matmul::<q4_k::Q4K>(d.bytes(), n, k, x, m, out),
+                QFormat::Q5K => matmul::<q5_k::Q5K>(d.bytes(), n, k, x, m, out),
+                QFormat::Q6K => matmul::<q6_k::Q6K>(d.bytes(), n, k, x, m, out),
+            },
         }
     }
 
@@ -286,41 +266,51 @@ fn io_error(e: std::io::Error) -> Error {
     Error::Invalid(format!("cannot allocate weight memory: {e}"))
 }
 
-fn dequantize<K: Kernel>(row: &[u8], out: &mut [f32]) {
-    for (b, o) in row.chunks_exact(K::BYTES).zip(out.chunks_exact_mut(K::BLOCK)) {
-        K::dequantize_block(b, o);
-    }
-}
-
 /// Weight rows per work item: their blocks stay in cache while every activation row passes.
 const COLS_PER_ITEM: usize = 16;
 
-fn matmul<K: Kernel>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
+/// The definitions on the file's blocks. Where the CPU has AVX2 and FMA (the interleaved tiles
+/// are turned off for this matrix), the same code is compiled for them: the integer sums are exact
+/// and `mul_add` is one fused multiply-add either way, so only the speed differs.
+fn matmul<K: Kernel>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32]) {
     let a = act::quantize_rows(x, m, k, K::ACT_BLOCK);
     let rb = k / K::BLOCK * K::BYTES;
     let out = Out { ptr: out.as_mut_ptr(), n };
     let items = n.div_ceil(COLS_PER_ITEM);
-    let run = |range: std::ops::Range<usize>| {
+    let avx2 = has_avx2();
+    spread(items, n * k * m, |range| {
         for item in range {
             let cols = item * COLS_PER_ITEM..n.min((item + 1) * COLS_PER_ITEM);
-            if !simd {
-                for r in 0..m {
-                    for c in cols.clone() {
-                        // SAFETY: each (row, column) of `out` is written by exactly one work item.
-                        unsafe { out.put(r, c, K::dot_scalar(&w[c * rb..(c + 1) * rb], &a, r)) };
-                    }
-                }
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the CPU has AVX2 and FMA; these columns are written by this item alone.
+                unsafe { definitions_avx2::<K>(w, rb, &a, m, cols, out) };
                 continue;
             }
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `simd` is true only when the CPU has AVX2, FMA and F16C; the columns of
-            // this item are written by it alone.
-            unsafe {
-                columns_avx2::<K>(&a, m, cols, w, rb, out)
-            };
+            let _ = avx2;
+            // SAFETY: these columns are written by this work item alone.
+            unsafe { definitions::<K>(w, rb, &a, m, cols, out) };
         }
-    };
-    spread(items, n * k * m, run);
+    });
+}
+
+/// # Safety
+/// No other thread writes columns `cols` of `out`.
+#[inline(always)]
+unsafe fn definitions<K: Kernel>(w: &[u8], rb: usize, a: &QuantizedRows, m: usize, cols: std::ops::Range<usize>, out: Out) {
+    for c in cols {
+        for r in 0..m {
+            unsafe { out.put(r, c, K::dot_scalar(&w[c * rb..(c + 1) * rb], a, r)) };
+        }
+    }
+}
+
+/// # Safety
+/// As [`definitions`], and the CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn definitions_avx2<K: Kernel>(w: &[u8], rb: usize, a: &QuantizedRows, m: usize, cols: std::ops::Range<usize>, out: Out) {
+    unsafe { definitions::<K>(w, rb, a, m, cols, out) }
 }
 
 /// The output matrix [m, n], shared by the work items: each writes its own columns.
@@ -352,35 +342,29 @@ fn spread(items: usize, macs: usize, f: impl Fn(std::ops::Range<usize>) + Sync) 
     }
 }
 
-/// Rows interleaved eight at a time (n a multiple of eight); see `x8`.
-fn matmul_x8<L: x8::Layout>(p: &x8::Packed<L>, n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
-    let a = act::quantize_rows(x, m, k, L::ACT_BLOCK);
-    let out = Out { ptr: out.as_mut_ptr(), n };
-    const GROUPS_PER_ITEM: usize = COLS_PER_ITEM / 8;
-    let groups = n / 8;
-    spread(groups.div_ceil(GROUPS_PER_ITEM), n * k * m, |range| {
-        for g in range.start * GROUPS_PER_ITEM..groups.min(range.end * GROUPS_PER_ITEM) {
-            if !simd {
-                for c in 8 * g..8 * g + 8 {
-                    let row = p.row(c);
-                    for r in 0..m {
-                        // SAFETY: each (row, column) of `out` is written by exactly one work item.
-                        unsafe { out.put(r, c, L::dot_scalar(&row, &a, r)) };
-                    }
-                }
-                continue;
+/// Rows interleaved eight at a time (the last group padded with zero rows); see `x8`.
+#[allow(unused_variables)]
+fn matmul_x8<L: x8::Layout>(p: &x8::Packed<L>, n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let a = act::quantize_rows(x, m, k, L::Blocks::ACT_BLOCK);
+        let out = Out { ptr: out.as_mut_ptr(), n };
+        const GROUPS_PER_ITEM: usize = COLS_PER_ITEM / 8;
+        let groups = n.div_ceil(8);
+        spread(groups.div_ceil(GROUPS_PER_ITEM), n * k * m, |range| {
+            for g in range.start * GROUPS_PER_ITEM..groups.min(range.end * GROUPS_PER_ITEM) {
+                // SAFETY: interleaved matrices are made only where the CPU has AVX2, FMA and
+                // F16C; group g's columns are written by this work item alone.
+                unsafe { group_avx2(p, g, &a, m, out) };
             }
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `simd` is true only when the CPU has AVX2, FMA and F16C; group g's columns
-            // are written by this work item alone.
-            unsafe {
-                group_avx2(p, g, &a, m, out)
-            };
-        }
-    });
+        });
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("interleaved matrices are made only for the AVX2 tiles");
 }
 
-/// All activation rows against the eight columns of group `g`, in tiles of up to eight rows.
+/// All activation rows against the eight columns of group `g` (those below `n`), in tiles of
+/// up to eight rows.
 ///
 /// # Safety
 /// AVX2, FMA and F16C; no other thread writes these columns of `out`.
@@ -392,7 +376,10 @@ unsafe fn group_avx2<L: x8::Layout>(p: &x8::Packed<L>, g: usize, a: &QuantizedRo
             p.tile_avx2::<R>(g, a, std::array::from_fn(|i| r0 + i), &mut o);
             for (i, row) in o.iter().enumerate() {
                 for (l, &v) in row.iter().enumerate() {
-                    out.put(r0 + i, 8 * g + x8::LANE_ROW[l], v);
+                    let c = 8 * g + x8::LANE_ROW[l];
+                    if c < out.n {
+                        out.put(r0 + i, c, v);
+                    }
                 }
             }
         }
@@ -411,98 +398,6 @@ unsafe fn group_avx2<L: x8::Layout>(p: &x8::Packed<L>, g: usize, a: &QuantizedRo
             3 => rows_tile::<L, 3>(p, g, a, r, out),
             2 => rows_tile::<L, 2>(p, g, a, r, out),
             1 => rows_tile::<L, 1>(p, g, a, r, out),
-            _ => {}
-        }
-    }
-}
-
-fn matmul_q8x4(p: &q8_0::Packed, n: usize, k: usize, x: &[f32], m: usize, out: &mut [f32], simd: bool) {
-    let a = act::quantize_rows(x, m, k, 32);
-    let out_ptr = out.as_mut_ptr() as usize;
-    const GROUPS_PER_ITEM: usize = COLS_PER_ITEM / 4;
-    let groups = n.div_ceil(4);
-    spread(groups.div_ceil(GROUPS_PER_ITEM), n * k * m, |range| {
-        // SAFETY: each (row, column) of `out` is written by exactly one work item.
-        let put = |r: usize, c: usize, v: f32| {
-            if c < n {
-                unsafe { *(out_ptr as *mut f32).add(r * n + c) = v }
-            }
-        };
-        for item in range {
-            for g in item * GROUPS_PER_ITEM..groups.min((item + 1) * GROUPS_PER_ITEM) {
-                if !simd {
-                    for r in 0..m {
-                        for c in 4 * g..n.min(4 * g + 4) {
-                            put(r, c, p.dot_scalar(c, &a, r));
-                        }
-                    }
-                    continue;
-                }
-                #[cfg(target_arch = "x86_64")]
-                {
-                    let mut r = 0;
-                    while r < m {
-                        let mut o4 = [[0f32; 4]; 4];
-                        let mut o2 = [[0f32; 4]; 2];
-                        let mut o1 = [[0f32; 4]; 1];
-                        // SAFETY: `simd` is true only when the CPU has AVX2, FMA and F16C.
-                        let o: &[[f32; 4]] = if r + 4 <= m {
-                            unsafe { p.tile_avx2::<4>(g, &a, [r, r + 1, r + 2, r + 3], &mut o4) };
-                            &o4
-                        } else if r + 2 <= m {
-                            unsafe { p.tile_avx2::<2>(g, &a, [r, r + 1], &mut o2) };
-                            &o2
-                        } else {
-                            unsafe { p.tile_avx2::<1>(g, &a, [r], &mut o1) };
-                            &o1
-                        };
-                        for (i, row) in o.iter().enumerate() {
-                            for (j, &v) in row.iter().enumerate() {
-                                put(r + i, 4 * g + j, v);
-                            }
-                        }
-                        r += o.len();
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// All activation rows against weight rows `cols`, one column at a time in tiles of up to
-/// eight rows: each weight block is unpacked once for every row of the tile.
-///
-/// # Safety
-/// AVX2, FMA and F16C; `w` holds whole rows of `rb` bytes for every column in `cols`; no other
-/// thread writes these columns of `out`.
-#[cfg(target_arch = "x86_64")]
-unsafe fn columns_avx2<K: Kernel>(a: &QuantizedRows, m: usize, cols: std::ops::Range<usize>, w: &[u8], rb: usize, out: Out) {
-    unsafe fn rows_tile<K: Kernel, const R: usize>(a: &QuantizedRows, r0: usize, cols: std::ops::Range<usize>, w: &[u8], rb: usize, out: Out) {
-        let rows: [usize; R] = std::array::from_fn(|i| r0 + i);
-        for c in cols {
-            let mut o = [0f32; R];
-            unsafe {
-                K::tile_avx2::<R>(&w[c * rb..(c + 1) * rb], a, rows, &mut o);
-                for (i, &v) in o.iter().enumerate() {
-                    out.put(r0 + i, c, v);
-                }
-            }
-        }
-    }
-    let mut r = 0;
-    unsafe {
-        while r + 8 <= m {
-            rows_tile::<K, 8>(a, r, cols.clone(), w, rb, out);
-            r += 8;
-        }
-        match m - r {
-            7 => rows_tile::<K, 7>(a, r, cols, w, rb, out),
-            6 => rows_tile::<K, 6>(a, r, cols, w, rb, out),
-            5 => rows_tile::<K, 5>(a, r, cols, w, rb, out),
-            4 => rows_tile::<K, 4>(a, r, cols, w, rb, out),
-            3 => rows_tile::<K, 3>(a, r, cols, w, rb, out),
-            2 => rows_tile::<K, 2>(a, r, cols, w, rb, out),
-            1 => rows_tile::<K, 1>(a, r, cols, w, rb, out),
             _ => {}
         }
     }
@@ -527,12 +422,23 @@ mod tests {
         (0..n).map(|_| rng.f()).collect()
     }
 
-    /// A [n, k] matrix quantized by candle (an independent encoder), ours built from its bytes.
-    fn quantized(dtype: GgmlDType, n: usize, k: usize, seed: u64) -> (QMatrix, Vec<f32>) {
+    /// A [n, k] matrix quantized by candle (an independent encoder), ours built from its bytes
+    /// (interleaved for the AVX2 tiles with `simd` where the CPU has them, else in its blocks).
+    fn quantized(dtype: GgmlDType, n: usize, k: usize, seed: u64, simd: bool) -> (QMatrix, Vec<f32>) {
         let w = Tensor::from_vec(random(n * k, seed), (n, k), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&w, dtype).unwrap();
         let reference = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        (QMatrix::from_qtensor(&q).unwrap().unwrap(), reference)
+        (QMatrix::from_qtensor(&q, simd).unwrap().unwrap(), reference)
+    }
+
+    /// Both ways a matrix is kept: the definitions' (false) and, where the CPU has AVX2, the
+    /// tiles' (true).
+    fn ways() -> Vec<bool> {
+        if has_avx2() {
+            vec![false, true]
+        } else {
+            vec![false]
+        }
     }
 
     const TYPES: [GgmlDType; 6] = [GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q5_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K];
@@ -545,49 +451,56 @@ mod tests {
         }
     }
 
-    /// Our block decoding equals candle's dequantization for every type: catches a misread
-    /// layout (nibble order, 6-bit scale packing, the Q6_K high-bit pairs).
+    /// Our block decoding equals candle's dequantization for every type, in both layouts: catches
+    /// a misread layout (nibble order, 6-bit scale packing, the Q6_K high-bit pairs).
     #[test]
     fn dequantized_rows_equal_candles() {
-        for (dtype, n) in TYPES.into_iter().flat_map(|t| [(t, 5), (t, 8)]) {
-            let k = 512;
-            let (qm, reference) = quantized(dtype, n, k, 7);
-            let mut row = vec![0f32; k];
-            for i in 0..n {
-                qm.dequantize_row(i, &mut row);
-                assert_eq!(row, reference[i * k..(i + 1) * k], "{dtype:?} n={n} row {i}");
+        for (dtype, n) in TYPES.into_iter().flat_map(|t| [(t, 5), (t, 8), (t, 13)]) {
+            for simd in ways() {
+                let k = 512;
+                let (qm, reference) = quantized(dtype, n, k, 7, simd);
+                let mut row = vec![0f32; k];
+                for i in 0..n {
+                    qm.dequantize_row(i, &mut row);
+                    assert_eq!(row, reference[i * k..(i + 1) * k], "{dtype:?} simd={simd} n={n} row {i}");
+                }
             }
         }
     }
 
-    /// The kernels against f64 products of the dequantized weights and the dequantized int8
-    /// activations (exact up to float rounding): every type, scalar and AVX2, odd shapes (n not a
-    /// multiple of the tile, m = 1..9 covering every row remainder), k of one and several blocks.
+    /// The definitions against f64 products of the dequantized weights and the dequantized int8
+    /// activations (exact up to float rounding), and the AVX2 tiles against the definitions, bit
+    /// for bit: every type, odd shapes (n not a multiple of the eight-row groups, m = 1..9 covering
+    /// every row remainder of the tiles), k of one and several blocks.
     #[test]
     fn kernels_match_the_definition() {
         for dtype in TYPES {
             for (n, k) in [(1, 256), (7, 256), (8, 256), (37, 512), (16, 768)] {
-                let (qm, wf) = quantized(dtype, n, k, n as u64 * 31 + k as u64);
+                let seed = n as u64 * 31 + k as u64;
+                let (plain, wf) = quantized(dtype, n, k, seed, false);
+                let tiles = has_avx2().then(|| quantized(dtype, n, k, seed, true).0);
                 for m in [1, 2, 3, 4, 5, 6, 7, 8, 9, 17] {
                     let x = random(m * k, 99 + m as u64);
                     let a = act::quantize_rows(&x, m, k, act_block(dtype));
                     let xq: Vec<f64> = (0..m * k).map(|i| a.qs[i] as f64 * a.d[i / a.block] as f64).collect();
-                    for simd in [false, true] {
-                        if simd && !has_avx2() {
-                            continue;
+                    let mut out = vec![0f32; m * n];
+                    plain.matmul(&x, m, &mut out);
+                    for r in 0..m {
+                        for c in 0..n {
+                            let exact: f64 = (0..k).map(|i| xq[r * k + i] * wf[c * k + i] as f64).sum();
+                            let scale: f64 = (0..k).map(|i| (xq[r * k + i] * wf[c * k + i] as f64).abs()).sum();
+                            let got = out[r * n + c] as f64;
+                            assert!(
+                                (got - exact).abs() <= 1e-5 * scale.max(1.0),
+                                "{dtype:?} n={n} k={k} m={m} ({r},{c}): {got} vs {exact}"
+                            );
                         }
-                        let mut out = vec![0f32; m * n];
-                        qm.matmul_with(&x, m, &mut out, simd);
-                        for r in 0..m {
-                            for c in 0..n {
-                                let exact: f64 = (0..k).map(|i| xq[r * k + i] * wf[c * k + i] as f64).sum();
-                                let scale: f64 = (0..k).map(|i| (xq[r * k + i] * wf[c * k + i] as f64).abs()).sum();
-                                let got = out[r * n + c] as f64;
-                                assert!(
-                                    (got - exact).abs() <= 1e-5 * scale.max(1.0),
-                                    "{dtype:?} simd={simd} n={n} k={k} m={m} ({r},{c}): {got} vs {exact}"
-                                );
-                            }
+                    }
+                    if let Some(tiles) = &tiles {
+                        let mut fast = vec![0f32; m * n];
+                        tiles.matmul(&x, m, &mut fast);
+                        for (i, (f, p)) in fast.iter().zip(&out).enumerate() {
+                            assert_eq!(f.to_bits(), p.to_bits(), "{dtype:?} n={n} k={k} m={m} ({},{}): tile {f} vs definition {p}", i / n, i % n);
                         }
                     }
                 }
@@ -600,54 +513,38 @@ mod tests {
     #[test]
     fn rows_are_batch_invariant() {
         for (dtype, n) in TYPES.into_iter().flat_map(|t| [(t, 45), (t, 48)]) {
-            let k = 512;
-            let (qm, _) = quantized(dtype, n, k, 3);
-            let x = random(11 * k, 5);
-            let mut batched = vec![0f32; 11 * n];
-            qm.matmul(&x, 11, &mut batched);
-            for r in 0..11 {
-                let mut alone = vec![0f32; n];
-                qm.matmul(&x[r * k..(r + 1) * k], 1, &mut alone);
-                assert_eq!(alone, batched[r * n..(r + 1) * n], "{dtype:?} n={n} row {r}");
+            for simd in ways() {
+                let k = 512;
+                let (qm, _) = quantized(dtype, n, k, 3, simd);
+                let x = random(11 * k, 5);
+                let mut batched = vec![0f32; 11 * n];
+                qm.matmul(&x, 11, &mut batched);
+                for r in 0..11 {
+                    let mut alone = vec![0f32; n];
+                    qm.matmul(&x[r * k..(r + 1) * k], 1, &mut alone);
+                    assert_eq!(alone, batched[r * n..(r + 1) * n], "{dtype:?} simd={simd} n={n} row {r}");
+                }
             }
         }
     }
 
-    /// Q8_0, Q4_0, Q5_0, Q4_K, Q5_K and Q6_K matrices whose rows come in whole groups of eight
-    /// are interleaved where the AVX2 tile runs (other Q8_0 shapes are packed four rows at a time,
-    /// other Q4_0 and Q5_0 shapes become Q8_0), so the tests above cover every layout (n = 8, 16
-    /// and 48 interleaved, the others not).
+    /// Every type and row count is interleaved for the AVX2 tiles where the CPU has them, and
+    /// kept in its blocks otherwise, so the tests above cover both layouts.
     #[test]
-    fn layout_follows_the_row_count() {
-        let storage = |dtype, n| match quantized(dtype, n, 256, 1).0.storage {
-            Storage::Blocks(_) => "blocks",
-            Storage::Q8x4(_) => "q8x4",
-            Storage::Q8x8(_) => "q8x8",
-            Storage::Q4x8(_) => "q4x8",
-            Storage::Q4Kx8(_) => "q4kx8",
-            Storage::Q5Kx8(_) => "q5kx8",
-            Storage::Q5x8(_) => "q5x8",
-            Storage::Q6Kx8(_) => "q6kx8",
-        };
-        let avx2 = has_avx2();
-        assert_eq!(storage(GgmlDType::Q8_0, 16), if avx2 { "q8x8" } else { "q8x4" });
-        assert_eq!(storage(GgmlDType::Q8_0, 37), "q8x4");
-        assert_eq!(storage(GgmlDType::Q4K, 16), if avx2 { "q4kx8" } else { "blocks" });
-        assert_eq!(storage(GgmlDType::Q4K, 7), "blocks");
-        assert_eq!(storage(GgmlDType::Q5K, 16), if avx2 { "q5kx8" } else { "blocks" });
-        assert_eq!(storage(GgmlDType::Q5K, 7), "blocks");
-        assert_eq!(storage(GgmlDType::Q6K, 16), if avx2 { "q6kx8" } else { "blocks" });
-        assert_eq!(storage(GgmlDType::Q6K, 7), "blocks");
-        assert_eq!(storage(GgmlDType::Q5_0, 16), if avx2 { "q5x8" } else { "q8x4" });
-        assert_eq!(storage(GgmlDType::Q5_0, 37), "q8x4");
-        assert_eq!(storage(GgmlDType::Q4_0, 16), if avx2 { "q4x8" } else { "q8x4" });
-        assert_eq!(storage(GgmlDType::Q4_0, 37), "q8x4");
+    fn layout_follows_the_cpu() {
+        let interleaved = |dtype, n, simd| !matches!(quantized(dtype, n, 256, 1, simd).0.storage, Storage::Blocks(_));
+        for dtype in TYPES {
+            for n in [7, 16] {
+                assert_eq!(interleaved(dtype, n, true), has_avx2(), "{dtype:?} n={n}");
+                assert!(!interleaved(dtype, n, false), "{dtype:?} n={n}");
+            }
+        }
     }
 
-    /// ggml's quantizers never write -128 into a Q8_0 block, but a file may hold it: every
-    /// layout multiplies it exactly (the AVX2 tiles as 128 with the activation's sign flipped),
-    /// against activations of both signs: 8 rows (interleaved where the CPU has AVX2) and 12
-    /// (four at a time), one activation row and eleven.
+    /// ggml's quantizers never write -128 into a Q8_0 block, but a file may hold it: both
+    /// layouts multiply it exactly (the AVX2 tile as 128 with the activation's sign flipped),
+    /// against activations of both signs: 8 and 12 rows (one whole group of eight, and one and a
+    /// half), one activation row and eleven.
     #[test]
     fn q8_0_weights_of_minus_128_are_exact() {
         let k = 64;
@@ -660,16 +557,13 @@ mod tests {
                     data.extend((0..32).map(|i| if (i + row + b) % 3 == 0 { 5u8 } else { 0x80 }));
                 }
             }
-            let qm = QMatrix::new(QFormat::Q8_0, n, k, &data).unwrap();
-            for m in [1, 11] {
-                let x = random(m * k, 11);
-                let a = act::quantize_rows(&x, m, k, 32);
-                for simd in [false, true] {
-                    if simd && !has_avx2() {
-                        continue;
-                    }
+            for simd in ways() {
+                let qm = QMatrix::with_kernels(QFormat::Q8_0, n, k, &data, simd, &|_| {}).unwrap();
+                for m in [1, 11] {
+                    let x = random(m * k, 11);
+                    let a = act::quantize_rows(&x, m, k, 32);
                     let mut out = vec![0f32; m * n];
-                    qm.matmul_with(&x, m, &mut out, simd);
+                    qm.matmul(&x, m, &mut out);
                     for r in 0..m {
                         for c in 0..n {
                             let exact: f64 = (0..k)
@@ -711,8 +605,9 @@ mod speed {
         for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K, GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q5_0] {
             let (n, k) = (2048, 2048);
             let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
-            let qm = QMatrix::from_qtensor(&QTensor::quantize(&w, dtype).unwrap()).unwrap().unwrap();
-            for m in [1usize, 64] {
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            for (way, m) in [("tiles", 1usize), ("tiles", 64), ("definitions", 1), ("definitions", 64)] {
+                let qm = QMatrix::from_qtensor(&q, way == "tiles").unwrap().unwrap();
                 let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
                 let mut out = vec![0f32; m * n];
                 let reps = if m == 1 { 200 } else { 8 };
@@ -727,7 +622,7 @@ mod speed {
                         t.elapsed().as_secs_f64()
                     })
                     .fold(f64::INFINITY, f64::min);
-                eprintln!("{dtype:?} m={m}: {:.1} GMAC/s", (reps * m * n * k) as f64 / s / 1e9);
+                eprintln!("{dtype:?} {way} m={m}: {:.1} GMAC/s", (reps * m * n * k) as f64 / s / 1e9);
             }
         }
     }

@@ -1,22 +1,45 @@
 //! Q4_0: blocks of 32 4-bit weights (18 bytes): f16 d, then 16 bytes whose low nibbles are
 //! values 0..16 and high nibbles values 16..32. Value = d * (q - 8).
 //!
-//! Rows whose count is a multiple of eight are interleaved eight at a time ([`Q4X8`], see `x8`),
-//! in Q5_0's layout without the high bits: the four products of a block (a pair is at most
-//! 2 * 15 * 127) sum in 16 bits before one `madd`, and the -8 offset is taken once per block
-//! from the activations' 32-value sums. Other shapes are re-encoded as Q8_0 (`formats::requant`).
+//! With AVX2, rows are interleaved eight at a time ([`Q4X8`], see `x8`), in Q5_0's layout
+//! without the high bits: the four products of a block (a pair is at most 2 * 15 * 127) sum in
+//! 16 bits before one `madd`, and the -8 offset is taken once per block from the activations'
+//! 32-value sums.
 
 use super::act::QuantizedRows;
 use super::x8::{Layout, LANE_ROW};
+use super::Kernel;
 
 pub const BYTES: usize = 18;
 /// Bytes of one block of eight rows.
 const GROUP_BYTES: usize = 8 * BYTES;
 
-/// The signed value `i` (0..32) of a block: its 4 bits less 8.
-fn value(b: &[u8], i: usize) -> i32 {
-    let q = b[2 + i % 16];
-    (if i < 16 { q & 0xF } else { q >> 4 }) as i32 - 8
+/// The signed values of a block: their 4 bits less 8.
+#[inline(always)]
+fn values(b: &[u8]) -> [i8; 32] {
+    let mut v = [0i8; 32];
+    for (i, &q) in b[2..18].iter().enumerate() {
+        v[i] = (q & 0xF) as i8 - 8;
+        v[i + 16] = (q >> 4) as i8 - 8;
+    }
+    v
+}
+
+pub struct Q4_0;
+
+impl Kernel for Q4_0 {
+    const BLOCK: usize = 32;
+    const BYTES: usize = BYTES;
+    const ACT_BLOCK: usize = 32;
+
+    fn dequantize_block(b: &[u8], out: &mut [f32]) {
+        super::q8_0::dequantize_32(b, out, values)
+    }
+
+    #[inline(always)]
+    fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
+        super::q8_0::dot_scalar_32(w, BYTES, a, r, values)
+    }
 }
 
 /// For each group of eight rows and block, in the group's block of 8 * 18 bytes:
@@ -27,22 +50,12 @@ fn value(b: &[u8], i: usize) -> i32 {
 pub struct Q4X8;
 
 impl Layout for Q4X8 {
-    const VALUES: usize = 32;
-    const BYTES: usize = BYTES;
-    const ACT_BLOCK: usize = 32;
+    type Blocks = Q4_0;
 
     fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
         let (l, h, c) = (LANE_ROW[j], j / 4, j % 4);
         let qs = |p: usize| 16 + (2 * h + p) * 32 + 8 * c;
         [(2 * l, 0, 2), (qs(0), 2, 8), (qs(1), 10, 8)].into_iter()
-    }
-
-    fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        super::q8_0::dequantize_32(b, out, value)
-    }
-
-    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        super::q8_0::dot_scalar_32(row, BYTES, a, r, value)
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -4,7 +4,6 @@
 
 use super::act::QuantizedRows;
 use super::x8::Layout;
-use super::Kernel;
 
 /// For each group of eight rows and block, in the group's block of 8 * 144 bytes:
 /// - bytes 0..16: the eight rows' f16 `d`, in `x8::LANE_ROW` order; 16..32: their `dmin`, alike;
@@ -17,9 +16,7 @@ use super::Kernel;
 pub struct Q4KX8;
 
 impl Layout for Q4KX8 {
-    const VALUES: usize = 256;
-    const BYTES: usize = 144;
-    const ACT_BLOCK: usize = 256;
+    type Blocks = super::q4_k::Q4K;
 
     fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
         let (l, h, c) = (super::x8::LANE_ROW[j], j / 4, j % 4);
@@ -27,14 +24,6 @@ impl Layout for Q4KX8 {
         let words = (0..3).map(move |w| (32 + 32 * w + 4 * j, 4 + 4 * w, 4));
         let quants = (0..4).flat_map(move |i| (0..4).map(move |p| (128 + ((2 * i + h) * 4 + p) * 32 + 8 * c, 16 + 32 * i + 8 * p, 8)));
         head.into_iter().chain(words).chain(quants)
-    }
-
-    fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        super::q4_k::Q4K::dequantize_block(b, out)
-    }
-
-    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        super::q4_k::Q4K::dot_scalar(row, a, r)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -53,23 +42,13 @@ impl Layout for Q4KX8 {
 pub struct Q5KX8;
 
 impl Layout for Q5KX8 {
-    const VALUES: usize = 256;
-    const BYTES: usize = 176;
-    const ACT_BLOCK: usize = 256;
+    type Blocks = super::q5_k::Q5K;
 
     fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
         let (h, c) = (j / 4, j % 4);
         let high = (0..4).map(move |p| (1152 + (4 * h + p) * 32 + 8 * c, 16 + 8 * p, 8));
         // Q4_K's places, with the nibbles 32 bytes further on in the row's block.
         Q4KX8::places(j).map(|(to, from, len)| (to, if from >= 16 { from + 32 } else { from }, len)).chain(high)
-    }
-
-    fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        super::q5_k::Q5K::dequantize_block(b, out)
-    }
-
-    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        super::q5_k::Q5K::dot_scalar(row, a, r)
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -2,24 +2,46 @@
 //! then 16 bytes whose low nibbles are values 0..16 and high nibbles values 16..32.
 //! Value = d * (q - 16).
 //!
-//! Rows whose count is a multiple of eight are interleaved eight at a time ([`Q5X8`], see `x8`):
-//! since a product pair is at most 2 * 31 * 127, the four products of a block sum in 16 bits
-//! before one `madd`. The -16 offset is taken once per block from the activations' 32-value
-//! sums. Other shapes are re-encoded as Q8_0 (`formats::requant`).
+//! With AVX2, rows are interleaved eight at a time ([`Q5X8`], see `x8`): since a product pair
+//! is at most 2 * 31 * 127, the four products of a block sum in 16 bits before one `madd`. The
+//! -16 offset is taken once per block from the activations' 32-value sums.
 
 use super::act::QuantizedRows;
 use super::x8::{Layout, LANE_ROW};
+use super::Kernel;
 
 pub const BYTES: usize = 22;
 /// Bytes of one block of eight rows.
 const GROUP_BYTES: usize = 8 * BYTES;
 
-/// The signed value `i` (0..32) of a block: its 5 bits less 16.
-fn value(b: &[u8], i: usize) -> i32 {
+/// The signed values of a block: their 5 bits less 16.
+#[inline(always)]
+fn values(b: &[u8]) -> [i8; 32] {
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    let q = b[6 + i % 16];
-    let nibble = if i < 16 { q & 0xF } else { q >> 4 };
-    (nibble as u32 | ((qh >> i) & 1) << 4) as i32 - 16
+    let high = |i: usize| (((qh >> i) & 1) << 4) as u8;
+    let mut v = [0i8; 32];
+    for (i, &q) in b[6..22].iter().enumerate() {
+        v[i] = ((q & 0xF) | high(i)) as i8 - 16;
+        v[i + 16] = ((q >> 4) | high(i + 16)) as i8 - 16;
+    }
+    v
+}
+
+pub struct Q5_0;
+
+impl Kernel for Q5_0 {
+    const BLOCK: usize = 32;
+    const BYTES: usize = BYTES;
+    const ACT_BLOCK: usize = 32;
+
+    fn dequantize_block(b: &[u8], out: &mut [f32]) {
+        super::q8_0::dequantize_32(b, out, values)
+    }
+
+    #[inline(always)]
+    fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
+        super::q8_0::dot_scalar_32(w, BYTES, a, r, values)
+    }
 }
 
 /// For each group of eight rows and block, in the group's block of 8 * 22 bytes:
@@ -31,22 +53,12 @@ fn value(b: &[u8], i: usize) -> i32 {
 pub struct Q5X8;
 
 impl Layout for Q5X8 {
-    const VALUES: usize = 32;
-    const BYTES: usize = BYTES;
-    const ACT_BLOCK: usize = 32;
+    type Blocks = Q5_0;
 
     fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
         let (l, h, c) = (LANE_ROW[j], j / 4, j % 4);
         let qs = |p: usize| 48 + (2 * h + p) * 32 + 8 * c;
         [(2 * l, 0, 2), (16 + 4 * j, 2, 4), (qs(0), 6, 8), (qs(1), 14, 8)].into_iter()
-    }
-
-    fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        super::q8_0::dequantize_32(b, out, value)
-    }
-
-    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        super::q8_0::dot_scalar_32(row, BYTES, a, r, value)
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -9,10 +9,17 @@ use super::Kernel;
 
 pub struct Q5K;
 
-/// The unsigned 5-bit values l and l + 32 of 64-value chunk `i`.
-fn values(b: &[u8], i: usize, l: usize) -> (u8, u8) {
-    let (q, h) = (b[48 + 32 * i + l], b[16 + l]);
-    ((q & 0xF) | (((h >> (2 * i)) & 1) << 4), (q >> 4) | (((h >> (2 * i + 1)) & 1) << 4))
+/// The unsigned 5-bit values of a block: Q4_K's nibbles, each completed by its high bit.
+#[inline(always)]
+fn values(b: &[u8]) -> [u8; 256] {
+    let mut v = [0u8; 256];
+    for i in 0..4 {
+        for (l, (&q, &h)) in b[48 + 32 * i..80 + 32 * i].iter().zip(&b[16..48]).enumerate() {
+            v[64 * i + l] = (q & 0xF) | (((h >> (2 * i)) & 1) << 4);
+            v[64 * i + 32 + l] = (q >> 4) | (((h >> (2 * i + 1)) & 1) << 4);
+        }
+    }
+    v
 }
 
 impl Kernel for Q5K {
@@ -24,13 +31,8 @@ impl Kernel for Q5K {
         super::q4_k::dequantize_k(b, out, values)
     }
 
+    #[inline(always)]
     fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
         super::q4_k::dot_scalar_k(w, Self::BYTES, a, r, values)
-    }
-
-    /// Q4_K's tile with each nibble completed by its high bit.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn tile_avx2<const R: usize>(w: &[u8], a: &QuantizedRows, rows: [usize; R], out: &mut [f32; R]) {
-        unsafe { super::q4_k::tile::<R, true>(w, a, rows, out) }
     }
 }

@@ -4,7 +4,6 @@
 
 use super::act::QuantizedRows;
 use super::x8::{Layout, LANE_ROW};
-use super::Kernel;
 
 /// Bytes of one block of eight rows.
 const GROUP_BYTES: usize = 8 * 210;
@@ -19,9 +18,7 @@ const GROUP_BYTES: usize = 8 * 210;
 pub struct Q6KX8;
 
 impl Layout for Q6KX8 {
-    const VALUES: usize = 256;
-    const BYTES: usize = 210;
-    const ACT_BLOCK: usize = 256;
+    type Blocks = super::q6_k::Q6K;
 
     fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
         let (l, h, c) = (LANE_ROW[j], j / 4, j % 4);
@@ -33,14 +30,6 @@ impl Layout for Q6KX8 {
             })
         });
         head.chain(quants)
-    }
-
-    fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        super::q6_k::Q6K::dequantize_block(b, out)
-    }
-
-    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        super::q6_k::Q6K::dot_scalar(row, a, r)
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -3,7 +3,6 @@
 //! sums finish in eight lanes with no horizontal adds. `maddubs` needs one unsigned operand; it
 //! takes the weights' magnitudes (|-128| is 128 as a byte, so every file value is exact) and the
 //! activations carry the weights' signs. A product pair is at most 2 * 128 * 127: no saturation.
-//! (The four-row tile in `q8_0` takes the same operands.)
 
 use super::act::QuantizedRows;
 use super::x8::{Layout, LANE_ROW};
@@ -11,11 +10,6 @@ use super::x8::{Layout, LANE_ROW};
 /// Bytes of one block of one row, and of eight rows.
 const BYTES: usize = 34;
 const GROUP_BYTES: usize = 8 * BYTES;
-
-/// The signed value `i` (0..32) of a block.
-fn value(b: &[u8], i: usize) -> i32 {
-    (b[2 + i] as i8) as i32
-}
 
 /// For each group of eight rows and block, in the group's block of 8 * 34 bytes:
 /// - bytes 0..16: the eight rows' f16 `d`, in [`LANE_ROW`] order;
@@ -25,21 +19,11 @@ fn value(b: &[u8], i: usize) -> i32 {
 pub struct Q8X8;
 
 impl Layout for Q8X8 {
-    const VALUES: usize = 32;
-    const BYTES: usize = BYTES;
-    const ACT_BLOCK: usize = 32;
+    type Blocks = super::q8_0::Q8_0;
 
     fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)> {
         let l = LANE_ROW[j];
         [(2 * l, 0, 2)].into_iter().chain((0..8).map(move |c| (16 + 32 * c + 4 * l, 2 + 4 * c, 4)))
-    }
-
-    fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        super::q8_0::dequantize_32(b, out, value)
-    }
-
-    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        super::q8_0::dot_scalar_32(row, BYTES, a, r, value)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -48,8 +32,8 @@ impl Layout for Q8X8 {
     }
 }
 
-/// Each block's eight sums are exact integers, then scaled and accumulated in f32 (the same
-/// operations, in the same order, as the four-row Q8_0 tile). Rows go through each block eight at
+/// Each block's eight sums are exact integers, then scaled and accumulated in f32 as the
+/// definition (`q8_0::dot_scalar_32`) does, lane by lane. Rows go through each block eight at
 /// a time, then four, then the rest, so the weights' magnitudes are taken once for several rows
 /// and the integer sums stay in registers. Each (activation row, weight row) runs the same
 /// instructions whatever R is.

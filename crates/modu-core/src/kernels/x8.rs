@@ -12,6 +12,7 @@
 //! Q5_K, `q6_k_x8`).
 
 use super::act::QuantizedRows;
+use super::Kernel;
 
 /// The order of the rows in the lanes of a finished group sum: what `hadd` of the two halves'
 /// sums yields (rows 0..4 in the first half, 4..8 in the second). Its own inverse.
@@ -19,20 +20,16 @@ pub const LANE_ROW: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
 
 /// A block type in its interleaved layout.
 pub(crate) trait Layout {
-    /// Weights and bytes per block of one row.
-    const VALUES: usize;
-    const BYTES: usize;
-    /// Activation block size.
-    const ACT_BLOCK: usize;
+    /// The block type, with its definitions on the file's layout.
+    type Blocks: Kernel;
     /// Where the parts of row `j`'s (0..8) block go in its group's block of `8 * BYTES`:
     /// (offset in the group's block, offset in the row's block, length). Every byte of the
     /// group's block is placed exactly once.
     fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)>;
-    /// The definitions, on the file's layout.
-    fn dequantize_block(b: &[u8], out: &mut [f32]);
-    fn dot_scalar(row: &[u8], a: &QuantizedRows, r: usize) -> f32;
     /// Activation rows `rows` against the group whose `kb` blocks start at `blocks`; `out[r][l]`
     /// is the group's row `LANE_ROW[l]`.
+    ///
+    /// Each lane's result is bitwise the definition's (`Kernel::dot_scalar`).
     ///
     /// # Safety
     /// AVX2, FMA and F16C; `blocks` holds `kb` group blocks; `a` has `kb` blocks of
@@ -68,7 +65,7 @@ pub(crate) const fn streams<const R: usize>() -> bool {
 }
 
 /// A matrix of `L` blocks, rows in groups of eight: group g's block b at
-/// `(g * kb + b) * 8 * L::BYTES`.
+/// `(g * kb + b) * 8 * L::BYTES`. Rows past the matrix's (to a multiple of eight) are zero.
 #[derive(Debug)]
 pub struct Packed<L> {
     pub kb: usize,
@@ -78,22 +75,22 @@ pub struct Packed<L> {
 }
 
 impl<L: Layout> Packed<L> {
-    const GROUP_BYTES: usize = 8 * L::BYTES;
+    const BYTES: usize = L::Blocks::BYTES;
+    const GROUP_BYTES: usize = 8 * Self::BYTES;
 
-    /// `n` must be a multiple of eight. `done` receives the source rows, a few MiB at a time, once
+    /// `data`: `n` rows in the file's layout. `done` receives them, a few MiB at a time, once
     /// they are packed.
     pub fn from_blocks(data: &[u8], n: usize, k: usize, done: &dyn Fn(&[u8])) -> std::io::Result<Self> {
-        debug_assert!(n % 8 == 0);
-        let kb = k / L::VALUES;
-        let mut buf = super::buf::WeightBuf::zeroed(n * kb * L::BYTES)?;
+        let kb = k / L::Blocks::BLOCK;
+        let mut buf = super::buf::WeightBuf::zeroed(n.div_ceil(8) * kb * Self::GROUP_BYTES)?;
         let dst = buf.bytes_mut();
-        let row_bytes = kb * L::BYTES;
+        let row_bytes = kb * Self::BYTES;
         let rows_per_chunk = (super::buf::CHUNK / row_bytes.max(1)).max(1);
         for (c, src) in data.chunks((rows_per_chunk * row_bytes).max(1)).enumerate() {
             for (i, row) in src.chunks_exact(row_bytes).enumerate() {
                 let row_index = c * rows_per_chunk + i;
                 let (g, j) = (row_index / 8, row_index % 8);
-                for (b, blk) in row.chunks_exact(L::BYTES).enumerate() {
+                for (b, blk) in row.chunks_exact(Self::BYTES).enumerate() {
                     let at = (g * kb + b) * Self::GROUP_BYTES;
                     for (to, from, len) in L::places(j) {
                         dst[at + to..at + to + len].copy_from_slice(&blk[from..from + len]);
@@ -108,8 +105,8 @@ impl<L: Layout> Packed<L> {
     /// Row `row` in the file's layout.
     pub fn row(&self, row: usize) -> Vec<u8> {
         let (g, j) = (row / 8, row % 8);
-        let mut out = vec![0u8; self.kb * L::BYTES];
-        for (b, blk) in out.chunks_exact_mut(L::BYTES).enumerate() {
+        let mut out = vec![0u8; self.kb * Self::BYTES];
+        for (b, blk) in out.chunks_exact_mut(Self::BYTES).enumerate() {
             let at = (g * self.kb + b) * Self::GROUP_BYTES;
             for (to, from, len) in L::places(j) {
                 blk[from..from + len].copy_from_slice(&self.buf.bytes()[at + to..at + to + len]);
@@ -119,8 +116,8 @@ impl<L: Layout> Packed<L> {
     }
 
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
-        for (b, o) in self.row(row).chunks_exact(L::BYTES).zip(out.chunks_exact_mut(L::VALUES)) {
-            L::dequantize_block(b, o);
+        for (b, o) in self.row(row).chunks_exact(Self::BYTES).zip(out.chunks_exact_mut(L::Blocks::BLOCK)) {
+            L::Blocks::dequantize_block(b, o);
         }
     }
 
@@ -133,7 +130,7 @@ impl<L: Layout> Packed<L> {
     pub unsafe fn tile_avx2<const R: usize>(&self, g: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
         let start = g * self.kb * Self::GROUP_BYTES;
         assert!(start + self.kb * Self::GROUP_BYTES <= self.buf.bytes().len());
-        assert!(a.blocks_per_row() == self.kb && a.block == L::ACT_BLOCK);
+        assert!(a.blocks_per_row() == self.kb && a.block == L::Blocks::ACT_BLOCK);
         unsafe { L::tile(self.buf.bytes().as_ptr().add(start), self.kb, a, rows, out) }
     }
 }
@@ -145,18 +142,24 @@ mod tests {
     /// Every byte of a group's block is placed once, and every byte of every row's blocks comes
     /// back from the packed layout where it was put.
     fn layout_round_trips<L: Layout>() {
-        let mut seen = vec![0u8; 8 * L::BYTES];
+        let bytes = L::Blocks::BYTES;
+        let mut seen = vec![0u8; 8 * bytes];
         for j in 0..8 {
             for (to, _, len) in L::places(j) {
                 seen[to..to + len].iter_mut().for_each(|s| *s += 1);
             }
         }
         assert!(seen.iter().all(|&s| s == 1), "{seen:?}");
-        let (n, kb) = (16, 3);
-        let data: Vec<u8> = (0..n * kb * L::BYTES).map(|i| (i * 2654435761usize >> 11) as u8).collect();
-        let p = Packed::<L>::from_blocks(&data, n, kb * L::VALUES, &|_| {}).unwrap();
-        for row in 0..n {
-            assert_eq!(p.row(row), data[row * kb * L::BYTES..(row + 1) * kb * L::BYTES], "row {row}");
+        for (n, kb) in [(16, 3), (13, 2)] {
+            let data: Vec<u8> = (0..n * kb * bytes).map(|i| (i * 2654435761usize >> 11) as u8).collect();
+            let p = Packed::<L>::from_blocks(&data, n, kb * L::Blocks::BLOCK, &|_| {}).unwrap();
+            for row in 0..n {
+                assert_eq!(p.row(row), data[row * kb * bytes..(row + 1) * kb * bytes], "n={n} row {row}");
+            }
+            // The padding rows of the last group are zero.
+            for row in n..n.div_ceil(8) * 8 {
+                assert!(p.row(row).iter().all(|&x| x == 0), "n={n} padding row {row}");
+            }
         }
     }
 

@@ -19,18 +19,21 @@ pub struct LoadOptions {
     pub kv_dtype: DType,
     /// Round activations where ggml does (its f16 GELU table), so near-ties fall as in llama.cpp.
     pub ggml_rounding: bool,
+    /// Quantized products on the kernels' definitions instead of their AVX2 tiles: the same
+    /// numbers, bit for bit, several times slower (what shows that the tiles change nothing).
+    pub portable_kernels: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { dequantize: false, kv_dtype: DType::F16, ggml_rounding: true }
+        Self { dequantize: false, kv_dtype: DType::F16, ggml_rounding: true, portable_kernels: false }
     }
 }
 
 impl LoadOptions {
     /// f32 weights, f32 cache, no extra rounding: the arithmetic of a reference implementation.
     pub fn exact() -> Self {
-        Self { dequantize: true, kv_dtype: DType::F32, ggml_rounding: false }
+        Self { dequantize: true, kv_dtype: DType::F32, ggml_rounding: false, portable_kernels: false }
     }
 }
 
@@ -51,7 +54,7 @@ impl<'a> Weights<'a> {
             return Ok(LinearWeight::Candle(QMatMul::Tensor(q.dequantize(self.device)?)));
         }
         if self.device.is_cpu() {
-            if let Some(m) = QMatrix::from_qtensor(&q)? {
+            if let Some(m) = QMatrix::from_qtensor(&q, !self.opts.portable_kernels)? {
                 return Ok(LinearWeight::Kernel(std::sync::Arc::new(m)));
             }
         }
@@ -86,7 +89,7 @@ impl<'a> Weights<'a> {
         }
         let Some((dtype, bytes)) = self.gguf.matmul_blocks(name)? else { return Ok(None) };
         let Some(format) = crate::kernels::QFormat::of(dtype) else { return Ok(None) };
-        let m = QMatrix::new_consuming(format, n, k, &bytes, &|done| self.gguf.drop_pages(done))?;
+        let m = QMatrix::with_kernels(format, n, k, &bytes, !self.opts.portable_kernels, &|done| self.gguf.drop_pages(done))?;
         Ok(Some(std::sync::Arc::new(m)))
     }
 
