@@ -17,8 +17,8 @@ fn greedy(max_tokens: usize) -> GenerateParams {
 
 /// Largest logit gap at which llama.cpp's greedy pick may differ from ours. Both engines quantize
 /// activations to 8 bits, and with Gemma's hidden states in the thousands the summation order of
-/// a matmul alone moves logits: re-encoding Q5_0 weights as Q8_0 (identical values, another
-/// kernel) moved Korean perplexity by 1.8% and flipped a greedy pick here. A wrong model moves
+/// a matmul alone moves logits: running Q5_0 weights through another kernel (re-encoded as Q8_0,
+/// identical values) once moved Korean perplexity by 1.8% and flipped a greedy pick here. A wrong model moves
 /// logits by whole units.
 const NEAR_TIE: f32 = 0.25;
 
@@ -116,17 +116,20 @@ fn perplexity_within_one_percent_of_llama_cpp() {
 // Acceptance 1 of the speed work, "perplexity on the reference texts unchanged": the AVX2 tiles
 // against the kernels' plain definitions (the scalar code that CPUs without AVX2 run, which the
 // kernel unit tests hold to f64 products), on the same file, every reference text and context.
-// Within 0.1% as asked; by construction the two agree to the last bit, and the test says so when
-// they do not. Catches a tile that misreads a block, drops rows, or sums in another order (on
-// these few hundred tokens a float-order change alone moves perplexity by tenths of a percent).
+// Within 0.1% as asked, and to the last bit, as the tiles are built to agree: catches a tile that
+// misreads a block, drops rows or sums in another order. On a CPU without AVX2 there are no tiles
+// to compare, and the test says so.
 #[test]
 fn kernel_tiles_leave_perplexity_unchanged() {
-    let tiles_here = modu_core::kernels::simd_available();
+    if !modu_core::kernels::simd_available() {
+        eprintln!("no AVX2 tiles on this CPU (or MODU_NO_AVX2 is set): nothing to compare");
+        return;
+    }
     let mut tiles = load();
     let opts = modu_core::models::layers::LoadOptions { portable_kernels: true, ..Default::default() };
     let mut plain = loader::load_with(&gemma_path(), &Device::Cpu, opts).expect("load gemma");
     let bos = tiles.tokenizer.bos_id().unwrap();
-    let mut report = vec![format!("AVX2 tiles on this CPU: {tiles_here}")];
+    let mut report = Vec::new();
     let mut failed = false;
     for case in reference()["perplexity"]["cases"].as_array().unwrap() {
         let file = case["file"].as_str().unwrap();
@@ -136,14 +139,14 @@ fn kernel_tiles_leave_perplexity_unchanged() {
         let run = |m: &mut LoadedModel| modu_core::engine::perplexity::perplexity(m.model.as_mut(), &tokens, ctx, Some(bos), |_, _, _| {}).unwrap();
         let (fast, slow) = (run(&mut tiles), run(&mut plain));
         let rel = (fast.ppl - slow.ppl).abs() / slow.ppl;
-        failed |= rel >= 1e-3;
+        let same = fast.ppl.to_bits() == slow.ppl.to_bits();
+        failed |= rel >= 1e-3 || !same;
         report.push(format!(
-            "{file} ctx {ctx}: tiles {:.6}, definitions {:.6} ({:+.4}%){}{}",
+            "{file} ctx {ctx}: tiles {:.6}, definitions {:.6} ({:+.4}%){}",
             fast.ppl,
             slow.ppl,
             100.0 * (fast.ppl / slow.ppl - 1.0),
-            if fast.ppl.to_bits() == slow.ppl.to_bits() { ", bitwise equal" } else { ", NOT bitwise equal" },
-            if rel >= 1e-3 { "  <- changed by more than 0.1%" } else { "" }
+            if same { ", bitwise equal" } else { "  <- not bitwise equal" }
         ));
     }
     eprintln!("{}", report.join("\n"));

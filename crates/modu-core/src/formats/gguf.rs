@@ -440,10 +440,10 @@ impl GgufFile {
         Ok((info, &self.map[start..start + nbytes]))
     }
 
-    /// Decodes raw tensor bytes, re-encoding Q4_0 and Q5_0 losslessly as Q8_0 (which has fast
-    /// matmul kernels) when `for_matmul`.
+    /// Decodes raw tensor bytes; when `for_matmul` off the CPU, re-encodes Q4_0 and Q5_0 losslessly
+    /// as Q8_0, which candle multiplies faster (the CPU kernels take them as they are).
     fn decode(&self, dtype: GgmlDType, raw: &[u8], dims: &[usize], for_matmul: bool, device: &Device) -> Result<QTensor> {
-        let t = if for_matmul && super::requant::converts(dtype) {
+        let t = if for_matmul && !device.is_cpu() && super::requant::converts(dtype) {
             super::requant::to_q8_0(dtype, raw, dims, device)
         } else {
             Ok(ggml_file::qtensor_from_ggml(dtype, raw, dims.to_vec(), device)?)
@@ -531,8 +531,7 @@ impl Checkpoint for GgufFile {
 
     fn matmul_blocks(&self, name: &str) -> Result<Option<(GgmlDType, std::borrow::Cow<'_, [u8]>)>> {
         let (info, raw) = self.raw(name)?;
-        // Q4_0 and Q5_0 included: the kernels take them as they are (and re-encode the shapes
-        // their tiles do not cover).
+        // Q4_0 and Q5_0 included: the kernels take them as they are.
         Ok(Some((info.ggml_dtype, std::borrow::Cow::Borrowed(raw))))
     }
 

@@ -1,10 +1,9 @@
 //! Lossless re-encoding of legacy 32-element quant blocks (Q4_0, Q5_0) as Q8_0.
 //!
 //! Their values are small integers times one f16 scale, which Q8_0 holds exactly, and candle has
-//! SIMD kernels for Q8_0 but only scalar ones for Q5_0. The matmul reads 34 bytes per block
-//! instead of 18 or 22, and runs several times faster on x86. Our own kernels take Q4_0 and
-//! Q5_0 as they are where their interleaved tiles apply (`kernels::q4_0`, `kernels::q5_0`) and
-//! use this for the other shapes.
+//! SIMD kernels for Q8_0 but only scalar ones for Q5_0: off the CPU (candle's matmul on other
+//! devices) the weights are re-encoded, at 34 bytes per block instead of 18 or 22. On the CPU our
+//! own kernels take Q4_0 and Q5_0 as they are.
 
 use candle_core::quantized::{ggml_file, GgmlDType, QTensor};
 use candle_core::Device;
@@ -26,7 +25,7 @@ pub fn to_q8_0(dtype: GgmlDType, raw: &[u8], dims: &[usize], device: &Device) ->
 }
 
 /// The Q8_0 blocks of [`to_q8_0`], as bytes.
-pub fn to_q8_0_bytes(dtype: GgmlDType, raw: &[u8]) -> Result<Vec<u8>> {
+fn to_q8_0_bytes(dtype: GgmlDType, raw: &[u8]) -> Result<Vec<u8>> {
     let block_bytes = dtype.type_size();
     if raw.len() % block_bytes != 0 {
         return Err(Error::Invalid(format!("{dtype:?} data is not a whole number of blocks")));

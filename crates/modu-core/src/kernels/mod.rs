@@ -528,6 +528,39 @@ mod tests {
         }
     }
 
+    /// The definitions compiled for AVX2 and FMA (how they run here when the tiles are off) give
+    /// the plain build's results bit for bit (how they run on CPUs without AVX2): exact integer
+    /// sums, one fused multiply-add per block either way.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn definitions_do_not_depend_on_the_instruction_set() {
+        fn check<K: Kernel>(dtype: GgmlDType) {
+            let (n, k, m) = (9, 512, 5);
+            let (qm, _) = quantized(dtype, n, k, 17, false);
+            let Storage::Blocks(w) = &qm.storage else { panic!("{dtype:?}: not in blocks") };
+            let x = random(m * k, 23);
+            let a = act::quantize_rows(&x, m, k, K::ACT_BLOCK);
+            let rb = k / K::BLOCK * K::BYTES;
+            let (mut plain, mut built) = (vec![0f32; m * n], vec![0f32; m * n]);
+            // SAFETY: one thread writes every column; the CPU has AVX2 and FMA (checked).
+            unsafe {
+                definitions::<K>(w.bytes(), rb, &a, m, 0..n, Out { ptr: plain.as_mut_ptr(), n });
+                definitions_avx2::<K>(w.bytes(), rb, &a, m, 0..n, Out { ptr: built.as_mut_ptr(), n });
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&plain), bits(&built), "{dtype:?}");
+        }
+        if !has_avx2() {
+            return;
+        }
+        check::<q8_0::Q8_0>(GgmlDType::Q8_0);
+        check::<q4_0::Q4_0>(GgmlDType::Q4_0);
+        check::<q5_0::Q5_0>(GgmlDType::Q5_0);
+        check::<q4_k::Q4K>(GgmlDType::Q4K);
+        check::<q5_k::Q5K>(GgmlDType::Q5K);
+        check::<q6_k::Q6K>(GgmlDType::Q6K);
+    }
+
     /// Every type and row count is interleaved for the AVX2 tiles where the CPU has them, and
     /// kept in its blocks otherwise, so the tests above cover both layouts.
     #[test]
@@ -543,8 +576,8 @@ mod tests {
 
     /// ggml's quantizers never write -128 into a Q8_0 block, but a file may hold it: both
     /// layouts multiply it exactly (the AVX2 tile as 128 with the activation's sign flipped),
-    /// against activations of both signs: 8 and 12 rows (one whole group of eight, and one and a
-    /// half), one activation row and eleven.
+    /// against activations of both signs, and the tile gives the definition's bits: 8 and 12 rows
+    /// (one whole group of eight, and one and a half), one activation row and eleven.
     #[test]
     fn q8_0_weights_of_minus_128_are_exact() {
         let k = 64;
@@ -557,9 +590,10 @@ mod tests {
                     data.extend((0..32).map(|i| if (i + row + b) % 3 == 0 { 5u8 } else { 0x80 }));
                 }
             }
-            for simd in ways() {
-                let qm = QMatrix::with_kernels(QFormat::Q8_0, n, k, &data, simd, &|_| {}).unwrap();
-                for m in [1, 11] {
+            for m in [1, 11] {
+                let mut by_way = Vec::new();
+                for simd in ways() {
+                    let qm = QMatrix::with_kernels(QFormat::Q8_0, n, k, &data, simd, &|_| {}).unwrap();
                     let x = random(m * k, 11);
                     let a = act::quantize_rows(&x, m, k, 32);
                     let mut out = vec![0f32; m * n];
@@ -579,7 +613,9 @@ mod tests {
                             );
                         }
                     }
+                    by_way.push(out.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
                 }
+                assert!(by_way.windows(2).all(|w| w[0] == w[1]), "n={n} m={m}: the tile differs from the definition");
             }
         }
     }
@@ -607,6 +643,9 @@ mod speed {
             let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             for (way, m) in [("tiles", 1usize), ("tiles", 64), ("definitions", 1), ("definitions", 64)] {
+                if way == "tiles" && !has_avx2() {
+                    continue;
+                }
                 let qm = QMatrix::from_qtensor(&q, way == "tiles").unwrap().unwrap();
                 let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
                 let mut out = vec![0f32; m * n];

@@ -10,7 +10,7 @@ use super::act::QuantizedRows;
 use super::x8::{Layout, LANE_ROW};
 use super::Kernel;
 
-pub const BYTES: usize = 22;
+const BYTES: usize = 22;
 /// Bytes of one block of eight rows.
 const GROUP_BYTES: usize = 8 * BYTES;
 

@@ -22,7 +22,8 @@ pub const LANE_ROW: [usize; 8] = [0, 1, 4, 5, 2, 3, 6, 7];
 pub(crate) trait Layout {
     /// The block type, with its definitions on the file's layout.
     type Blocks: Kernel;
-    /// Where the parts of row `j`'s (0..8) block go in its group's block of `8 * BYTES`:
+    /// Where the parts of row `j`'s (0..8) block go in its group's block of
+    /// `8 * Blocks::BYTES`:
     /// (offset in the group's block, offset in the row's block, length). Every byte of the
     /// group's block is placed exactly once.
     fn places(j: usize) -> impl Iterator<Item = (usize, usize, usize)>;
@@ -33,7 +34,7 @@ pub(crate) trait Layout {
     ///
     /// # Safety
     /// AVX2, FMA and F16C; `blocks` holds `kb` group blocks; `a` has `kb` blocks of
-    /// `ACT_BLOCK` per row.
+    /// `Blocks::ACT_BLOCK` per row.
     #[cfg(target_arch = "x86_64")]
     unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]);
 }
@@ -65,7 +66,7 @@ pub(crate) const fn streams<const R: usize>() -> bool {
 }
 
 /// A matrix of `L` blocks, rows in groups of eight: group g's block b at
-/// `(g * kb + b) * 8 * L::BYTES`. Rows past the matrix's (to a multiple of eight) are zero.
+/// `(g * kb + b) * 8 * L::Blocks::BYTES`. Rows past the matrix's (to a multiple of eight) are zero.
 #[derive(Debug)]
 pub struct Packed<L> {
     pub kb: usize,
