@@ -6,6 +6,9 @@
 #
 # CPU only, Release, -DGGML_NATIVE=ON (tuned for this machine), static libraries.
 # Output: ${MODU_CACHE:-$HOME/.cache/modu}/llama.cpp/<version>/bin/
+# With LLAMA_CPP_CPU=avx2: AVX2, FMA and F16C only (no AVX-512, no VNNI), the instruction set
+# modu's kernels use, for a like-for-like comparison on CPUs that have more; output in
+# llama.cpp/<version>-avx2/bin/.
 # Idempotent: does nothing when all four binaries are already there.
 # The last line printed on stdout is the bin directory.
 #
@@ -14,11 +17,21 @@
 #   MODU_CACHE                cache root (default ~/.cache/modu)
 #   BUILD_JOBS                parallel build jobs (default 2)
 #   PYTHON                    python interpreter used for pip (default python3)
+#   LLAMA_CPP_CPU             native (default) or avx2
 set -euo pipefail
 
 version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 cache="${MODU_CACHE:-$HOME/.cache/modu}"
-prefix="$cache/llama.cpp/$version"
+cpu="${LLAMA_CPP_CPU:-native}"
+case "$cpu" in
+  native) prefix="$cache/llama.cpp/$version"; cpu_flags=(-DGGML_NATIVE=ON) ;;
+  avx2)
+    prefix="$cache/llama.cpp/$version-avx2"
+    cpu_flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+      -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF)
+    ;;
+  *) echo "build-llama-cpp: LLAMA_CPP_CPU must be native or avx2, got '$cpu'" >&2; exit 1 ;;
+esac
 bindir="$prefix/bin"
 jobs="${BUILD_JOBS:-2}"
 py="${PYTHON:-python3}"
@@ -73,10 +86,10 @@ src="$(ls -d "$work"/src/*/vendor/llama.cpp 2>/dev/null | head -n1 || true)"
 [ -n "$src" ] && [ -f "$src/CMakeLists.txt" ] || { log "error: vendor/llama.cpp not found in $sdist"; exit 1; }
 log "llama.cpp source: $src"
 
-log "configuring (CPU only, Release, GGML_NATIVE=ON, static)"
+log "configuring (CPU only, Release, ${cpu_flags[*]}, static)"
 "$cmake_bin" -S "$src" -B "$work/build" \
   -DCMAKE_BUILD_TYPE=Release \
-  -DGGML_NATIVE=ON \
+  "${cpu_flags[@]}" \
   -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_OPENCL=OFF \
   -DLLAMA_CURL=OFF \
   -DLLAMA_OPENSSL=OFF \
@@ -106,7 +119,7 @@ done
   echo "cmake: $("$cmake_bin" --version | head -n1)"
   echo "compiler: $(${CXX:-c++} --version 2>/dev/null | head -n1 || echo unknown)"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m)"
-  echo "flags: Release GGML_NATIVE=ON BUILD_SHARED_LIBS=OFF LLAMA_CURL=OFF LLAMA_OPENSSL=OFF, CPU only"
+  echo "flags: Release ${cpu_flags[*]} BUILD_SHARED_LIBS=OFF LLAMA_CURL=OFF LLAMA_OPENSSL=OFF, CPU only"
 } > "$stage/BUILD-INFO"
 mkdir -p "$prefix"
 rm -rf "$bindir"
