@@ -7,38 +7,27 @@
 //! 32-value sums.
 
 use super::act::QuantizedRows;
+use super::q8_0::Values32;
 use super::x8::{Layout, LANE_ROW};
-use super::Kernel;
 
 const BYTES: usize = 18;
 /// Bytes of one block of eight rows.
 const GROUP_BYTES: usize = 8 * BYTES;
 
-/// The signed values of a block: their 4 bits less 8.
-#[inline(always)]
-fn values(b: &[u8]) -> [i8; 32] {
-    let mut v = [0i8; 32];
-    for (i, &q) in b[2..18].iter().enumerate() {
-        v[i] = (q & 0xF) as i8 - 8;
-        v[i + 16] = (q >> 4) as i8 - 8;
-    }
-    v
-}
-
 pub struct Q4_0;
 
-impl Kernel for Q4_0 {
-    const BLOCK: usize = 32;
+impl Values32 for Q4_0 {
     const BYTES: usize = BYTES;
-    const ACT_BLOCK: usize = 32;
 
-    fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        super::q8_0::dequantize_32(b, out, values)
-    }
-
+    /// The signed values of a block: their 4 bits less 8.
     #[inline(always)]
-    fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        super::q8_0::dot_scalar_32(w, BYTES, a, r, values)
+    fn values(b: &[u8]) -> [i8; 32] {
+        let mut v = [0i8; 32];
+        for (i, &q) in b[2..18].iter().enumerate() {
+            v[i] = (q & 0xF) as i8 - 8;
+            v[i + 16] = (q >> 4) as i8 - 8;
+        }
+        v
     }
 }
 

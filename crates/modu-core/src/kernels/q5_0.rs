@@ -7,40 +7,29 @@
 //! -16 offset is taken once per block from the activations' 32-value sums.
 
 use super::act::QuantizedRows;
+use super::q8_0::Values32;
 use super::x8::{Layout, LANE_ROW};
-use super::Kernel;
 
 const BYTES: usize = 22;
 /// Bytes of one block of eight rows.
 const GROUP_BYTES: usize = 8 * BYTES;
 
-/// The signed values of a block: their 5 bits less 16.
-#[inline(always)]
-fn values(b: &[u8]) -> [i8; 32] {
-    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    let high = |i: usize| (((qh >> i) & 1) << 4) as u8;
-    let mut v = [0i8; 32];
-    for (i, &q) in b[6..22].iter().enumerate() {
-        v[i] = ((q & 0xF) | high(i)) as i8 - 16;
-        v[i + 16] = ((q >> 4) | high(i + 16)) as i8 - 16;
-    }
-    v
-}
-
 pub struct Q5_0;
 
-impl Kernel for Q5_0 {
-    const BLOCK: usize = 32;
+impl Values32 for Q5_0 {
     const BYTES: usize = BYTES;
-    const ACT_BLOCK: usize = 32;
 
-    fn dequantize_block(b: &[u8], out: &mut [f32]) {
-        super::q8_0::dequantize_32(b, out, values)
-    }
-
+    /// The signed values of a block: their 5 bits less 16.
     #[inline(always)]
-    fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
-        super::q8_0::dot_scalar_32(w, BYTES, a, r, values)
+    fn values(b: &[u8]) -> [i8; 32] {
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let high = |i: usize| (((qh >> i) & 1) << 4) as u8;
+        let mut v = [0i8; 32];
+        for (i, &q) in b[6..22].iter().enumerate() {
+            v[i] = ((q & 0xF) | high(i)) as i8 - 16;
+            v[i + 16] = ((q >> 4) | high(i + 16)) as i8 - 16;
+        }
+        v
     }
 }
 

@@ -51,7 +51,7 @@ impl Kernel for Q6K {
     fn dot_scalar(w: &[u8], a: &QuantizedRows, r: usize) -> f32 {
         let (qs, ds) = (a.row_qs(r), a.row_d(r));
         let mut sum = 0f32;
-        for (blk, b) in w.chunks_exact(210).enumerate() {
+        for (blk, b) in w.chunks_exact(Self::BYTES).enumerate() {
             let (v, y) = (values(b), &qs[blk * 256..(blk + 1) * 256]);
             let sumi: i32 = (0..16).map(|g| (b[192 + g] as i8) as i32 * super::q8_0::dot_i8(&v[16 * g..16 * g + 16], &y[16 * g..16 * g + 16])).sum();
             sum = (d(b) * ds[blk]).mul_add(sumi as f32, sum);

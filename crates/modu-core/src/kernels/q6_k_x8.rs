@@ -6,7 +6,7 @@ use super::act::QuantizedRows;
 use super::x8::{Layout, LANE_ROW};
 
 /// Bytes of one block of eight rows.
-const GROUP_BYTES: usize = 8 * 210;
+const GROUP_BYTES: usize = 8 * <super::q6_k::Q6K as super::Kernel>::BYTES;
 
 /// For each group of eight rows and block, in the group's block of 8 * 210 bytes:
 /// - bytes 0..16: the eight rows' f16 `d`, in [`LANE_ROW`] order;

@@ -7,9 +7,8 @@
 use super::act::QuantizedRows;
 use super::x8::{Layout, LANE_ROW};
 
-/// Bytes of one block of one row, and of eight rows.
-const BYTES: usize = 34;
-const GROUP_BYTES: usize = 8 * BYTES;
+/// Bytes of one block of eight rows.
+const GROUP_BYTES: usize = 8 * <super::q8_0::Q8_0 as super::q8_0::Values32>::BYTES;
 
 /// For each group of eight rows and block, in the group's block of 8 * 34 bytes:
 /// - bytes 0..16: the eight rows' f16 `d`, in [`LANE_ROW`] order;
@@ -33,10 +32,10 @@ impl Layout for Q8X8 {
 }
 
 /// Each block's eight sums are exact integers, then scaled and accumulated in f32 as the
-/// definition (`q8_0::dot_scalar_32`) does, lane by lane. Rows go through each block eight at
-/// a time, then four, then the rest, so the weights' magnitudes are taken once for several rows
-/// and the integer sums stay in registers. Each (activation row, weight row) runs the same
-/// instructions whatever R is.
+/// definition (`q8_0`'s `Kernel` for the `Values32` types) does, lane by lane. Rows go through
+/// each block eight at a time, then four, then the rest, so the weights' magnitudes are taken
+/// once for several rows and the integer sums stay in registers. Each (activation row, weight
+/// row) runs the same instructions whatever R is.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile<const R: usize>(blocks: *const u8, kb: usize, a: &QuantizedRows, rows: [usize; R], out: &mut [[f32; 8]; R]) {
